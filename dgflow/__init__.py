@@ -1,0 +1,13 @@
+"""dgflow: Discriminator Gradient Flow refinement of generative-model samples.
+
+    z_refined = dgflow.refine(generator, critic, z, steps=25)
+"""
+from .critics import LogitCritic, as_logit, thermalize_spectral_norm
+from .divergences import get_weight, make_weight
+from .flow import generate, refine, step_stats
+from .models import GaussianPrior, LatentGenerator, as_generator
+
+__version__ = "0.1.0"
+
+__all__ = ["refine", "generate", "step_stats", "get_weight", "make_weight", "as_logit", "LogitCritic",
+           "thermalize_spectral_norm", "as_generator", "GaussianPrior", "LatentGenerator", "__version__"]
