@@ -12,6 +12,7 @@ torchdiffeq solver (``solver="dopri5"``).
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
@@ -22,6 +23,11 @@ from tqdm.auto import tqdm
 from ._checks import (as_logits, check_batch_size, check_float, check_int, check_latents, make_rng)
 from .divergences import DivergenceLike, Weight, get_weight
 from .models.protocol import modules_of
+
+logger = logging.getLogger("dgflow")
+
+#: default median latent step length of ``eta="auto"``
+AUTO_STEP = 0.02
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 Callback = Callable[..., None]
@@ -131,10 +137,11 @@ def refine(
     critic: Model,
     z: torch.Tensor,
     steps: int = 25,
-    eta: float = 0.1,
+    eta: float | str = 0.1,
     gamma: float = 0.01,
     divergence: DivergenceLike = "kl",
     *,
+    auto_step: float = AUTO_STEP,
     solver: str = "euler",
     rtol: float = 1e-5,
     atol: float = 1e-6,
@@ -156,8 +163,12 @@ def refine(
             other conventions (probabilities, flipped sign, temperature).
         z: latents (N, ...) on any device, floating dtype; the result has the same device/dtype.
         steps: number of flow steps (``0`` returns a copy of ``z``).
-        eta: step size of the flow (time per step).
+        eta: step size of the flow (time per step), or ``"auto"``: chosen once, from the
+            first step, so that the median drift length ||eta * s(d) grad d|| over the batch is
+            ``auto_step`` (see :func:`auto_eta`). This makes the step invariant to the
+            critic's scale; the paper's fixed value is ``eta=0.1``.
         gamma: entropy weight; the diffusion adds sqrt(2 gamma eta) N(0, I) each step.
+        auto_step: median latent step length targeted by ``eta="auto"``.
         divergence: ``"kl"``, ``"js"``, ``"logd"``, ``"rkl"``, ``"pearson"`` or a callable f(r)
             whose weight f''(r) r is taken by autograd.
         solver: ``"euler"`` (Euler-Maruyama) or, with ``gamma=0``, a torchdiffeq method
@@ -183,7 +194,12 @@ def refine(
     """
     z = check_latents(z)
     steps = check_int(steps, "steps")
-    eta = check_float(eta, "eta", positive=True)
+    if isinstance(eta, str):
+        if eta != "auto":
+            raise ValueError(f"eta must be a positive number or 'auto', got {eta!r}")
+        check_float(auto_step, "auto_step", positive=True)
+    else:
+        eta = check_float(eta, "eta", positive=True)
     gamma = check_float(gamma, "gamma", nonnegative=True)
     weight = get_weight(divergence)
     batch_size = check_batch_size(batch_size)
@@ -206,21 +222,23 @@ def refine(
     with frozen(generator, critic, eval_mode=eval_mode):
         run = _euler if solver == "euler" else _odeint
         out, traj = run(generator, critic, z.detach().clone(), steps, eta, gamma, weight, batch_size,
-                        rng, cb, progress, record, solver, rtol, atol)
+                        rng, cb, progress, record, solver, rtol, atol, auto_step)
     if every:
         return out, torch.stack(traj)
     return out
 
 
 def _euler(generator, critic, state, steps, eta, gamma, weight: Weight, batch_size, rng, cb, progress,
-           record, solver, rtol, atol):
+           record, solver, rtol, atol, auto_step):
     traj = [state.clone()] if 0 in record else []
-    noise_scale = math.sqrt(2.0 * gamma * eta)
     chunks = _chunks(len(state), batch_size)
     bar = tqdm(range(steps), disable=not progress, desc="dgflow", leave=False)
     for step in bar:
         logits, grad = _chunked_logits_and_grad(generator, critic, state, chunks)
         _check_finite(step, logits, grad)
+        if step == 0:
+            eta = _resolve_eta(eta, auto_step, weight, logits, grad)
+            noise_scale = math.sqrt(2.0 * gamma * eta)
         if cb is not None:
             cb(step, state, logits, grad)
         delta = eta * _bcast(weight(logits), grad) * grad
@@ -236,8 +254,13 @@ def _euler(generator, critic, state, steps, eta, gamma, weight: Weight, batch_si
 
 
 def _odeint(generator, critic, state, steps, eta, gamma, weight: Weight, batch_size, rng, cb, progress,
-            record, solver, rtol, atol):
+            record, solver, rtol, atol, auto_step):
     from torchdiffeq import odeint
+
+    if isinstance(eta, str):
+        logits, grad = _chunked_logits_and_grad(generator, critic, state, _chunks(len(state), batch_size))
+        _check_finite(0, logits, grad)
+        eta = _resolve_eta(eta, auto_step, weight, logits, grad)
 
     times = torch.arange(steps + 1, dtype=torch.float64, device=state.device) * eta
     times = times.to(state.dtype)
@@ -256,6 +279,28 @@ def _odeint(generator, critic, state, steps, eta, gamma, weight: Weight, batch_s
         for step in range(steps):
             cb(step, path[step], *_chunked_logits_and_grad(generator, critic, path[step], chunks))
     return path[-1].clone(), [path[k].clone() for k in record]
+
+
+def auto_eta(weight: Weight, logits: torch.Tensor, grad: torch.Tensor, auto_step: float = AUTO_STEP) -> float:
+    """The step size that makes the median drift length ||eta * s(d) grad d|| equal ``auto_step``.
+
+    Scaling the critic by any constant c scales grad d by c and so eta by 1/c: the KL flow's
+    steps, and hence the refined samples, do not depend on the critic's scale.
+    """
+    drift = (_bcast(weight(logits), grad) * grad).flatten(1).norm(dim=1)
+    med = float(drift.median()) if len(drift) else 0.0
+    if not med > 0 or not math.isfinite(med):
+        raise ValueError(f"eta='auto' needs a non-zero drift at the median sample (got {med}); "
+                         "the critic is flat here: pass a numeric eta")
+    return auto_step / med
+
+
+def _resolve_eta(eta, auto_step, weight, logits, grad) -> float:
+    if not isinstance(eta, str):
+        return eta
+    value = auto_eta(weight, logits, grad, auto_step)
+    logger.info("dgflow: eta='auto' chose eta=%.4g (median drift length %.3g)", value, auto_step)
+    return value
 
 
 def generate(generator: Model, z: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
