@@ -19,7 +19,7 @@ from .models.arch import MLPCritic, MLPGenerator
 
 CHECKPOINT = "toy2d_25gaussians_wgangp.safetensors"
 #: sha256 of the shipped checkpoint, checked on every load
-CHECKPOINT_SHA256 = "PLACEHOLDER"
+CHECKPOINT_SHA256 = "21a9adb144bdcfe1f74a2cb01f8454629ce7278c4040444a7e0f148e2e761803"
 
 
 @dataclass
