@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import torch
 
+from . import zoo
 from .data import toy2d
 from .flow import generate, refine
-from .io import load_modules, read_metadata
 from .metrics.toy2d import report
-from .models.arch import MLPCritic, MLPGenerator
 
-CHECKPOINT = "toy2d_25gaussians_wgangp.safetensors"
-#: sha256 of the shipped checkpoint, checked on every load
-CHECKPOINT_SHA256 = "21a9adb144bdcfe1f74a2cb01f8454629ce7278c4040444a7e0f148e2e761803"
+#: the zoo entry the demo refines (shipped inside the package, sha256-verified on load)
+MODEL = "toy2d-25gaussians-wgangp"
 
 
 @dataclass
@@ -32,25 +29,18 @@ class DemoResult:
     settings: dict
 
 
-def checkpoint_path() -> Path:
-    return Path(str(resources.files("dgflow") / "weights" / CHECKPOINT))
-
-
-def load_demo_models() -> tuple[MLPGenerator, MLPCritic]:
-    """The shipped 25Gaussians WGAN-GP generator and critic, verified by sha256, in eval mode."""
-    path = checkpoint_path()
-    meta = read_metadata(path)
-    g, d = MLPGenerator(meta.get("z_dim", 2), 2), MLPCritic(2)
-    load_modules(path, {"generator": g, "critic": d}, sha256=CHECKPOINT_SHA256)
-    return g.eval(), d.eval()
+def load_demo_model() -> zoo.ZooModel:
+    """The shipped 25Gaussians WGAN-GP, from the packaged zoo (offline, sha256-verified)."""
+    return zoo.load(MODEL, local_files_only=True)
 
 
 def run(n: int = 5000, steps: int = 25, eta: float = 0.01, gamma: float = 0.01, divergence: str = "kl",
         seed: int = 0, emd: bool = True, progress: bool = False) -> DemoResult:
     """Draw ``n`` latents, refine them ``steps`` steps and score both sets against fresh data."""
-    g, d = load_demo_models()
+    model = load_demo_model()
+    g, d = model.generator, model.critic
     rng = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, g.z_dim, generator=rng)
+    z = g.sample_prior(n, generator=rng)
     reference = toy2d.sample("25gaussians", n, rng) if emd else None
     t0 = time.perf_counter()
     z_ref = refine(g, d, z, steps=steps, eta=eta, gamma=gamma, divergence=divergence,
