@@ -1,0 +1,167 @@
+"""Per-step diagnostics of DGflow next to sample quality (issue: scale-free steps, stopping).
+
+    python benchmarks/flow_diagnostics.py
+
+For every base found (the 2D toy bases of benchmarks/toy2d.py and the Fashion-MNIST bases of
+benchmarks/train_fmnist_gan.py) and every step rule (the paper's fixed eta = 0.1, eta = 0.01 and
+``eta="auto"``), refines N latents for 25 steps and records at every step, through refine's
+callback: the logit's mean and spread, the median |grad_z d|, the median step length and
+||z|| / sqrt(z_dim). 2D bases also get high-quality %, modes and EMD every step; for the image
+bases, FID per step is read from benchmarks/results/fid_fmnist*.json when present (same N, same
+settings) and drawn beside the diagnostics. Writes benchmarks/results/flow_diagnostics.json/.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import dgflow  # noqa: E402
+from dgflow.data import toy2d  # noqa: E402
+from dgflow.metrics.toy2d import report  # noqa: E402
+
+RESULTS = HERE / "results"
+RULES = {"fixed η=0.1": {"eta": 0.1}, "fixed η=0.01": {"eta": 0.01}, "auto": {"eta": "auto"}}
+
+
+class Diagnostics:
+    """refine() callback collecting per-step statistics (and the states, when asked)."""
+
+    def __init__(self, keep_states: bool = False):
+        self.rows: list[dict] = []
+        self.states: list[torch.Tensor] = []
+        self.keep_states = keep_states
+        self._prev: torch.Tensor | None = None
+
+    def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor, grad: torch.Tensor) -> None:
+        gn = grad.flatten(1).norm(dim=1)
+        row = {"step": step, "d_mean": float(logits.mean()), "d_std": float(logits.std()),
+               "grad_median": float(gn.median()), "grad_p90": float(gn.quantile(0.9)),
+               "z_radius": float(z.flatten(1).norm(dim=1).mean() / math.sqrt(z[0].numel()))}
+        if self._prev is not None:
+            self.rows[-1]["step_median"] = float((z - self._prev).flatten(1).norm(dim=1).median())
+        self._prev = z.clone()
+        self.rows.append(row)
+        if self.keep_states:
+            self.states.append(z.clone())
+
+
+def toy_bases() -> list[tuple[str, str, object, object]]:
+    """(label, dataset, G, D) of every cached 2D base (seed 0)."""
+    from toy2d import build  # benchmarks/toy2d.py's base builder
+
+    from dgflow.io import load_modules, read_metadata
+
+    found = []
+    paths = sorted((RESULTS / "bases").glob("*_s0_*.safetensors")) + \
+        sorted((HERE.parent / "dgflow" / "weights").glob("toy2d_*.safetensors"))
+    seen = set()
+    for path in paths:
+        meta = read_metadata(path)
+        key = (meta.get("dataset"), meta.get("loss"))
+        if None in key or key in seen:
+            continue
+        seen.add(key)
+        g, d = build(0)
+        load_modules(path, {"generator": g, "critic": d})
+        found.append((f"{key[0]} {key[1]}", key[0], g.eval(), d.eval()))
+    return found
+
+
+def run_toy(label, dataset, g, d, n, steps, seed) -> dict:
+    z = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
+    ref = toy2d.sample(dataset, n, torch.Generator().manual_seed(seed + 1))
+    out = {}
+    for rule, kw in RULES.items():
+        diag = Diagnostics(keep_states=True)
+        z_end = dgflow.refine(g, d, z, steps=steps, gamma=0.01, generator_rng=seed, callback=diag, **kw)
+        states = diag.states + [z_end]
+        quality = [report(dataset, dgflow.generate(g, s), ref if k % 5 == 0 else None)
+                   for k, s in enumerate(states)]
+        out[rule] = {"diagnostics": diag.rows, "quality": quality}
+        first, last = quality[0], quality[-1]
+        modes = f", modes {first['modes']} -> {last['modes']}" if "modes" in last else ""
+        print(f"{label:24s} {rule:14s} HQ {100 * first['hq']:.1f}% -> {100 * last['hq']:.1f}%{modes}", flush=True)
+    return out
+
+
+def run_image(path: Path, n, steps, seed, batch_size) -> dict:
+    from fid_table import load_base
+
+    g, d, meta = load_base(path, torch.device("cpu"))
+    z = torch.randn(n, meta["generator"]["z_dim"], generator=torch.Generator().manual_seed(seed))
+    out = {}
+    for rule, kw in RULES.items():
+        diag = Diagnostics()
+        dgflow.refine(g, d, z, steps=steps, gamma=0.01, generator_rng=seed, callback=diag,
+                      batch_size=batch_size, **kw)
+        out[rule] = {"diagnostics": diag.rows}
+        print(f"{path.stem:24s} {rule:14s} median |grad d| {diag.rows[0]['grad_median']:.3g}, "
+              f"median step {diag.rows[0].get('step_median', float('nan')):.3g}", flush=True)
+    return out
+
+
+def plot(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bases = list(res["bases"])
+    cols = ["quality", "d_mean", "grad_median", "step_median", "z_radius"]
+    fig, axes = plt.subplots(len(bases), len(cols), figsize=(3.2 * len(cols), 2.6 * len(bases)), squeeze=False)
+    for i, base in enumerate(bases):
+        for rule, rec in res["bases"][base].items():
+            rows = rec["diagnostics"]
+            for j, key in enumerate(cols[1:], start=1):
+                pts = [(r["step"], r[key]) for r in rows if key in r]
+                axes[i, j].plot(*zip(*pts), label=rule)
+            if "quality" in rec:
+                axes[i, 0].plot([100 * q["hq"] for q in rec["quality"]], label=rule)
+                axes[i, 0].set_ylabel("HQ %")
+            elif "fid_by_step" in rec:
+                fs = sorted((int(k), v) for k, v in rec["fid_by_step"].items())
+                axes[i, 0].plot(*zip(*fs), marker="o", label=rule)
+                axes[i, 0].set_ylabel("FID (FMNIST-CNN)")
+        for j, key in enumerate(cols):
+            axes[i, j].set_title(f"{base}: {key}" if j == 0 else key, fontsize=8)
+            axes[i, j].set_xlabel("step", fontsize=7)
+        axes[i, 0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=2000, help="2D samples per base (default 2000)")
+    p.add_argument("--image-n", type=int, default=1000, help="image samples per base (default 1000)")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-images", action="store_true")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    res = {"n_2d": a.n, "n_image": a.image_n, "steps": a.steps, "gamma": 0.01, "seed": a.seed,
+           "rules": RULES, "bases": {}}
+    for label, dataset, g, d in toy_bases():
+        res["bases"][label] = run_toy(label, dataset, g, d, a.n, a.steps, a.seed)
+    if not a.no_images:
+        for path in sorted((HERE.parent / "dgflow" / "weights").glob("fmnist_*gan*.safetensors")):
+            res["bases"][path.stem] = run_image(path, a.image_n, a.steps, a.seed, 500)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "flow_diagnostics.json").write_text(json.dumps(res, indent=1) + "\n")
+    plot(res, RESULTS / "flow_diagnostics.png")
+    print(f"wrote {RESULTS / 'flow_diagnostics.json'} and .png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
