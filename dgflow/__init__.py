@@ -2,12 +2,15 @@
 
     z_refined = dgflow.refine(generator, critic, z, steps=25)
 """
+from .calibration import calibrate, calibration_report
 from .critics import LogitCritic, as_logit, thermalize_spectral_norm
 from .divergences import get_weight, make_weight
-from .flow import generate, refine, step_stats
+from .fit import FittedCritic, fit_critic
+from .flow import auto_eta, generate, refine, step_stats
 from .models import GaussianPrior, LatentGenerator, as_generator
 
 __version__ = "0.1.0"
 
-__all__ = ["refine", "generate", "step_stats", "get_weight", "make_weight", "as_logit", "LogitCritic",
+__all__ = ["refine", "generate", "step_stats", "auto_eta", "fit_critic", "FittedCritic", "calibrate",
+           "calibration_report", "get_weight", "make_weight", "as_logit", "LogitCritic",
            "thermalize_spectral_norm", "as_generator", "GaussianPrior", "LatentGenerator", "__version__"]

@@ -1,0 +1,215 @@
+"""Calibration of critic logits as log density ratios, and the metrics that check it.
+
+Losses are class-balanced, 0.5 (E_real softplus(-d) + E_fake softplus(d)), so the optimum is
+log mu/rho whatever the sizes of the two sets, and log 2 ~ 0.693 is the loss of chance.
+:func:`fit_affine` fits Platt scaling a*d + b (Platt 1999) or temperature scaling d / T
+(Guo et al. 2017) on held-out real/fake logits; :func:`calibrate` wraps any critic with it
+(the critic itself is not changed); :func:`miscalibration_test` is a likelihood-ratio test of
+whether the map is worth applying.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import as_logits, check_float, check_int, check_latents
+from .flow import frozen
+from .models.protocol import modules_of
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+CALIBRATIONS = ("platt", "temperature", None)
+_EVAL_CHUNK = 4096
+
+def logistic_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Class-balanced logistic loss 0.5 (mean softplus(-d_real) + mean softplus(d_fake)), nats."""
+    return 0.5 * (F.softplus(-d_real).mean() + F.softplus(d_fake).mean())
+
+
+def expected_calibration_error(d_real: torch.Tensor, d_fake: torch.Tensor, bins: int = 15) -> float:
+    """Binned ECE of p = sigmoid(d) as P(x is real) (Guo et al. 2017): equal-width bins of p, each
+    class weighted 1/2 as in the loss, so ECE = sum_b |sum_{i in b} w_i (y_i - p_i)|, sum w = 1."""
+    bins = check_int(bins, "bins", minimum=1)
+    p = torch.sigmoid(torch.cat([d_real, d_fake]).detach().double())
+    y = torch.cat([torch.ones_like(d_real), torch.zeros_like(d_fake)]).double()
+    w = torch.cat([torch.full_like(p[:len(d_real)], 0.5 / len(d_real)),
+                   torch.full_like(p[len(d_real):], 0.5 / len(d_fake))])
+    idx = (p * bins).long().clamp_(max=bins - 1)
+    gap = torch.zeros(bins, dtype=torch.float64, device=p.device).index_add_(0, idx, w * (y - p))
+    return float(gap.abs().sum())
+
+
+def log_ratio_error(d: torch.Tensor, truth: torch.Tensor, clip: float = 10.0) -> dict[str, float]:
+    """Error of fitted logits ``d`` against the true log mu/rho at the same points.
+
+    ``rmse``/``mae`` raw; ``rmse_clip``/``mae_clip`` with both clipped to [-clip, clip] (beyond
+    |log ratio| = 10 the posterior is within 5e-5 of 0 or 1, so no classifier has signal there);
+    ``prob_mae`` = mean |sigmoid(d) - sigmoid(truth)|, the error of the posterior P(real | x).
+    """
+    d, truth = d.detach().double().flatten(), truth.detach().double().flatten()
+    if d.shape != truth.shape:
+        raise ValueError(f"truth: expected {d.numel()} values like d, got {truth.numel()}")
+    clip = check_float(clip, "clip", positive=True)
+    e, ec = d - truth, d.clamp(-clip, clip) - truth.clamp(-clip, clip)
+    return {"rmse": float(e.pow(2).mean().sqrt()), "mae": float(e.abs().mean()),
+            "rmse_clip": float(ec.pow(2).mean().sqrt()), "mae_clip": float(ec.abs().mean()),
+            "prob_mae": float((torch.sigmoid(d) - torch.sigmoid(truth)).abs().mean()), "n": d.numel()}
+
+
+@torch.no_grad()
+def critic_logits(critic: Model, x: torch.Tensor, batch_size: int | None = _EVAL_CHUNK,
+                  name: str = "critic") -> torch.Tensor:
+    """d(x) of shape (N,), in chunks, without gradients, with the critic's modules in eval mode
+    (restored afterwards, so spectral-norm vectors are not updated)."""
+    b = len(x) if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
+    with frozen(critic):
+        outs = [as_logits(critic(x[i:i + b]), len(x[i:i + b]), name) for i in range(0, len(x), max(b, 1))]
+    return torch.cat(outs) if outs else x.new_zeros(0)
+
+
+def calibration_report(critic: Model, x_real: torch.Tensor, x_fake: torch.Tensor, *, bins: int = 15,
+                       true_log_ratio: Optional[Model] = None, batch_size: int | None = _EVAL_CHUNK
+                       ) -> dict[str, float]:
+    """Held-out logistic loss, ECE, balanced accuracy and mean logits of ``critic`` on real/fake
+    points; with ``true_log_ratio`` (x -> log mu(x)/rho(x)) also :func:`log_ratio_error` on both."""
+    x_real, x_fake = _check_pair(x_real, x_fake, "x_real", "x_fake")
+    dr, df = critic_logits(critic, x_real, batch_size), critic_logits(critic, x_fake, batch_size)
+    out = {"logistic_loss": float(logistic_loss(dr.double(), df.double())),
+           "ece": expected_calibration_error(dr, df, bins),
+           "accuracy": 0.5 * float((dr > 0).double().mean() + (df < 0).double().mean()),
+           "d_real_mean": float(dr.mean()), "d_fake_mean": float(df.mean())}
+    if true_log_ratio is not None:
+        truth = torch.cat([true_log_ratio(x_real), true_log_ratio(x_fake)]).to(dr.device)
+        out.update(log_ratio_error(torch.cat([dr, df]), truth))
+    return out
+
+
+def fit_affine(d_real: torch.Tensor, d_fake: torch.Tensor, method: str = "platt",
+               max_iter: int = 200) -> tuple[float, float]:
+    """(a, b) minimising :func:`logistic_loss` of a*d + b on held-out logits.
+
+    ``"platt"``: a and b free (a < 0 means the critic ranks backwards). ``"temperature"``:
+    b = 0 and a = 1/T > 0. Convex in (a, b); solved by L-BFGS in float64.
+    """
+    if method not in ("platt", "temperature"):
+        raise ValueError(f"method: unknown {method!r}; use 'platt' or 'temperature'")
+    dr, df = d_real.detach().double().flatten(), d_fake.detach().double().flatten()
+    if len(dr) == 0 or len(df) == 0:
+        raise ValueError("d_real and d_fake must both be non-empty to fit a calibration")
+    theta = torch.zeros(2, dtype=torch.float64, device=dr.device, requires_grad=True)
+    platt = method == "platt"
+
+    def affine() -> tuple[torch.Tensor, torch.Tensor]:
+        return (1 + theta[0], theta[1]) if platt else (theta[0].exp(), theta[1] * 0)
+
+    opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-10, tolerance_change=1e-14)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        a, b = affine()
+        loss = logistic_loss(a * dr + b, a * df + b)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    a, b = (float(v.detach()) for v in affine())
+    if not (math.isfinite(a) and math.isfinite(b)):
+        raise FloatingPointError(f"calibration ({method}) diverged: a={a}, b={b}; the held-out "
+                                 "logits separate real from fake perfectly")
+    return a, b
+
+
+def miscalibration_test(d_real: torch.Tensor, d_fake: torch.Tensor, a: float, b: float, method: str,
+                        level: float | None = 0.05) -> dict:
+    """Likelihood-ratio test of "d is calibrated" against the fitted map a*d + b on the same points.
+
+    Statistic 2 n (L(d) - L(a d + b)), n = number of points, L the balanced logistic loss (with
+    equal class sizes, twice the log-likelihood gain); under the null it is asymptotically chi^2
+    with 2 (Platt) or 1 (temperature) degrees of freedom (Wilks). ``applied`` is True when it
+    exceeds the (1 - level) quantile, or when level is None.
+    """
+    n, dof = len(d_real) + len(d_fake), 2 if method == "platt" else 1
+    l0 = float(logistic_loss(d_real.double(), d_fake.double()))
+    l1 = float(logistic_loss(a * d_real.double() + b, a * d_fake.double() + b))
+    stat = 2 * n * (l0 - l1)
+    if level is None:
+        return {"a": a, "b": b, "stat": stat, "threshold": None, "applied": True}
+    if not 0 < check_float(level, "level") < 1:
+        raise ValueError(f"level must be in (0, 1) or None, got {level}")
+    thr = -2 * math.log(level) if dof == 2 else float(torch.special.ndtri(torch.tensor(1 - level / 2.0))) ** 2
+    return {"a": a, "b": b, "stat": stat, "threshold": thr, "applied": stat > thr}
+
+
+class Affine(nn.Module):
+    """d -> a * d + b (a calibration map); a and b are buffers, not trained parameters."""
+
+    def __init__(self, a: float = 1.0, b: float = 0.0, method: str | None = None):
+        super().__init__()
+        self.register_buffer("a", torch.tensor(float(a)))
+        self.register_buffer("b", torch.tensor(float(b)))
+        self.method = method
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        return d * self.a + self.b
+
+    def extra_repr(self) -> str:
+        return f"a={float(self.a):.4g}, b={float(self.b):.4g}, method={self.method}"
+
+
+class Call(nn.Module):
+    """A plain callable as an nn.Module; the modules behind it (a bound method's owner) are
+    registered, so .to(), state_dict() and :func:`dgflow.flow.frozen` reach them."""
+
+    def __init__(self, fn: Model):
+        super().__init__()
+        self.fn = fn
+        for i, m in enumerate(modules_of(fn)):
+            self.add_module(f"owner{i}", m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def _as_module(fn: Model) -> nn.Module:
+    return fn if isinstance(fn, nn.Module) else Call(fn)
+
+
+class CalibratedCritic(nn.Module):
+    """x -> a * critic(x) + b, shape (N,). ``raw(x)`` is the uncalibrated critic(x)."""
+
+    def __init__(self, critic: Model, calibration: Affine):
+        super().__init__()
+        self.critic, self.calibration = _as_module(critic), calibration
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        return as_logits(self.critic(x), len(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.calibration(self.raw(x))
+
+
+def calibrate(critic: Model, x_real: torch.Tensor, x_fake: torch.Tensor, method: str = "platt",
+              batch_size: int | None = _EVAL_CHUNK) -> CalibratedCritic:
+    """Wrap any critic with an affine calibration fitted on held-out real/fake points
+    (e.g. a WGAN critic, whose scale is arbitrary). The critic itself is not changed."""
+    x_real, x_fake = _check_pair(x_real, x_fake, "x_real", "x_fake")
+    a, b = fit_affine(critic_logits(critic, x_real, batch_size), critic_logits(critic, x_fake, batch_size), method)
+    return CalibratedCritic(critic, Affine(a, b, method).to(x_real.device))
+
+
+def _check_pair(real: object, fake: object, rname: str, fname: str) -> tuple[torch.Tensor, torch.Tensor]:
+    real, fake = check_latents(real, rname), check_latents(fake, fname)
+    for name, x in ((rname, real), (fname, fake)):
+        if len(x) == 0:
+            raise ValueError(f"{name} is empty (0 samples)")
+    if real.shape[1:] != fake.shape[1:]:
+        raise ValueError(f"{fname} has samples of shape {tuple(fake.shape[1:])} but {rname} has "
+                         f"{tuple(real.shape[1:])}; both must hold samples of the same space")
+    if real.device != fake.device:
+        raise ValueError(f"{fname} is on {fake.device} but {rname} is on {real.device}")
+    return real, fake
