@@ -79,6 +79,9 @@ def logits_and_grad(generator: Optional[Model], critic: Model, z: torch.Tensor
 def _chunked_logits_and_grad(generator, critic, state: torch.Tensor, chunks: list[slice]
                              ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`logits_and_grad` over chunks of ``state``; logits in float32."""
+    if len(chunks) == 1:  # one chunk: no buffers to fill, no copies
+        d, g = logits_and_grad(generator, critic, state)
+        return d.float(), g
     logits = torch.empty(len(state), device=state.device, dtype=torch.float32)
     grad = torch.empty_like(state)
     for s in chunks:
@@ -98,6 +101,10 @@ def _chunks(n: int, batch_size: int | None) -> list[slice]:
 
 
 def _check_finite(step: int, logits: torch.Tensor, grad: torch.Tensor) -> None:
+    # Fast path, one reduction per tensor: a sum is finite only if every term is (a NaN or inf
+    # term makes it NaN or inf); a finite sum that overflows just falls through to the full check.
+    if bool(torch.isfinite(logits.sum() + grad.sum())):
+        return
     ok_d = torch.isfinite(logits)
     ok = ok_d & torch.isfinite(grad).flatten(1).all(1)
     if not bool(ok.all()):
@@ -244,10 +251,12 @@ def _euler(generator, critic, state, steps, eta, gamma, weight: Weight, batch_si
         delta = eta * _bcast(weight(logits), grad) * grad
         if progress:
             bar.set_postfix({k: f"{v:.3g}" for k, v in step_stats(state, logits, grad, delta).items()})
-        state = state + delta
+        # The new state takes delta's memory and the noise is scaled and added in place: fewer
+        # (N, ...) temporaries a step, same numbers (delta + state == state + delta exactly).
+        state = delta.add_(state)
         if noise_scale > 0:
-            state = state + noise_scale * torch.randn(state.shape, generator=rng, device=state.device,
-                                                      dtype=state.dtype)
+            state.add_(torch.randn(state.shape, generator=rng, device=state.device,
+                                   dtype=state.dtype).mul_(noise_scale))
         if step + 1 in record:
             traj.append(state.clone())
     return state, traj

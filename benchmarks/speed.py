@@ -1,0 +1,415 @@
+"""Speed and memory of ``dgflow.refine``: the floor, a research-style reference loop, peak memory in N.
+
+    python benchmarks/speed.py                      # CPU here, CUDA where available (--device)
+    nohup python benchmarks/speed.py > speed.log &  # on a shared machine
+
+In one run, on one generator/critic pair and one batch of ``--n`` latents cut into ``--batch-size``
+chunks, each timing repeated ``--repeats`` times in rotating order (medians reported; the ratios
+are medians of per-repeat ratios). On a CPU the clock is the process CPU time of one thread,
+which other processes on a shared machine do not inflate as they do wall time; on CUDA it is
+wall time with synchronisation:
+
+* **floor**: ``steps`` x (forward + backward of critic(generator(z)) w.r.t. z only, parameters
+  frozen), the work no implementation of the flow can skip;
+* **refine**: ``dgflow.refine``'s time, and refine / floor (target <= 1.10);
+* **reference**: the loop as research code usually writes it: parameters left trainable so
+  ``backward()`` also computes their gradients (then ``zero_grad``), a per-batch ``.item()`` log
+  line, the same update and noise; its output is compared with refine's (``identical``) and
+  reference / refine is the speed-up (target >= 1.5);
+* **opt-ins** (``--opt-ins``): ``torch.compile`` of both models, bfloat16 autocast and, on CUDA,
+  TF32; each with its median time and the largest change of the refined latents;
+* **peak memory** for each N in ``--mem-n`` (fresh subprocess each; on CPU the peak RSS, VmHWM
+  of /proc/self/status, reset after model loading and a warm-up so that import-time transients
+  do not mask it; it is the counter behind ``ru_maxrss``, which in an exec'd child also
+  reports the parent's RSS at fork, so it is recorded but not used; on CUDA
+  ``torch.cuda.max_memory_allocated``) of (a) ``dgflow.refine`` on all N latents with a
+  fixed ``batch_size`` and (b) ``dgflow.distributed.refine_to_shards`` with ``chunk_size`` =
+  that batch size, decoding to disk; ``--mem-steps`` flow steps (memory does not grow with steps).
+
+Pair: the Fashion-MNIST DCGAN-lite of DESIGN.md §5 (``dgflow.models.arch.dcgan``: 64-d z ->
+128x4x4 -> transposed convs 64, 32, 1 to 32x32, ~17M MACs/image; spectral-norm critic with
+stride-2 convs 32, 64, 128 -> linear, ~4M MACs/image). Trained weights are used when
+``dgflow/weights/fmnist_sndcgan.safetensors`` (or another ``fmnist_*`` GAN file) exists; otherwise the same
+architectures with a seeded random init ("synthetic": speed and memory do not depend on the
+weights' values). Writes ``benchmarks/results/speed<tag>.json`` and ``speed<tag>.md``.
+``--pair toy2d`` runs the same on the 2D MLPs (zoo ``toy2d-25gaussians-wgangp`` if available),
+where the fixed per-step cost of the update is largest relative to the networks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+import dgflow
+from dgflow.divergences import get_weight
+from dgflow.flow import frozen
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+log = logging.getLogger("reference_loop")
+
+
+# ---------------------------------------------------------------- models
+def load_pair(device: torch.device, seed: int = 0, pair: str = "fmnist", weights: str | None = None):
+    """(generator, critic, description): ``weights`` (a trained GAN file) or a seeded random init."""
+    torch.manual_seed(seed)
+    g, d, desc = _toy2d_pair() if pair == "toy2d" else _fmnist_pair(weights)
+    return dgflow.as_generator(g.to(device).eval(), getattr(g, "z_dim", None)), d.to(device).eval(), desc
+
+
+def find_fmnist_gan() -> str | None:
+    """The shipped Fashion-MNIST GAN file (SN-DCGAN first), or None: files whose metadata names
+    both networks' classes (``benchmarks/train_fmnist_gan.py`` writes them)."""
+    from dgflow.io import read_metadata
+
+    files = sorted((ROOT / "dgflow" / "weights").glob("fmnist_*.safetensors"),
+                   key=lambda p: (p.name != "fmnist_sndcgan.safetensors", p.name))
+    for f in files:
+        meta = read_metadata(f)
+        if {"generator_class", "critic_class", "generator", "critic"} <= set(meta):
+            return str(f)
+    return None
+
+
+def _fmnist_pair(weights: str | None):
+    from dgflow.io import load_modules, read_metadata
+    from dgflow.models.arch.dcgan import DCGANGenerator, SNDCGANDiscriminator
+    from dgflow.zoo import import_object
+
+    if not weights:
+        return (DCGANGenerator(), SNDCGANDiscriminator(),
+                "synthetic: DCGANGenerator() + SNDCGANDiscriminator() (Fashion-MNIST sizes), random init")
+    meta = read_metadata(weights)
+    g = import_object(meta["generator_class"])(**meta["generator"])
+    d = import_object(meta["critic_class"])(**meta["critic"])
+    load_modules(weights, {"generator": g, "critic": d})
+    return g, d, f"trained {Path(weights).name} ({meta['generator_class']}, {meta['critic_class']})"
+
+
+def _toy2d_pair():
+    from dgflow import zoo
+    from dgflow.models.arch.mlp import MLPCritic, MLPGenerator
+
+    try:
+        m = zoo.load("toy2d-25gaussians-wgangp")
+        return m.generator, m.critic, "zoo toy2d-25gaussians-wgangp (128-wide 3-layer MLPs)"
+    except zoo.ZooError as exc:
+        return (MLPGenerator(2, 2), MLPCritic(2),
+                f"synthetic: MLPGenerator(2, 2) + MLPCritic(2) (128-wide, 3 layers), random init ({exc})"[:300])
+
+
+# ---------------------------------------------------------------- the three loops
+def chunks(n: int, b: int) -> list[slice]:
+    return [slice(i, min(i + b, n)) for i in range(0, n, b)]
+
+
+def floor(g, d, z: torch.Tensor, steps: int, batch_size: int) -> None:
+    """steps x (forward + backward w.r.t. z) on the same latents, parameters frozen."""
+    with frozen(g, d):
+        for _ in range(steps):
+            for s in chunks(len(z), batch_size):
+                zg = z[s].detach().requires_grad_(True)
+                torch.autograd.grad(d(g(zg)).sum(), zg)
+
+
+def ours(g, d, z, steps, eta, gamma, batch_size, seed) -> torch.Tensor:
+    return dgflow.refine(g, d, z, steps=steps, eta=eta, gamma=gamma, batch_size=batch_size,
+                         generator_rng=seed)
+
+
+def reference(g, d, z, steps, eta, gamma, batch_size, seed) -> torch.Tensor:
+    """The same flow written the way research code usually is (see the module docstring)."""
+    g.eval()
+    d.eval()
+    weight = get_weight("kl")
+    rng = torch.Generator(device=z.device).manual_seed(seed)
+    noise_scale = math.sqrt(2 * gamma * eta)
+    for step in range(steps):
+        grads, logits = [], []
+        for s in chunks(len(z), batch_size):
+            zb = z[s].clone().requires_grad_(True)
+            out = d(g(zb)).view(-1)
+            out.sum().backward()  # parameters require grad: their .grad is computed too
+            grads.append(zb.grad.detach())
+            logits.append(out.detach())
+            log.info(f"step {step} batch {s.start // batch_size}: d={out.mean().item():.4f} "
+                     f"|grad|={zb.grad.norm(dim=1).mean().item():.4f}")
+            g.zero_grad()
+            d.zero_grad()
+        grad, logit = torch.cat(grads), torch.cat(logits)
+        z = z + eta * weight(logit).view(-1, *([1] * (z.dim() - 1))) * grad
+        z = z + noise_scale * torch.randn(z.shape, generator=rng, device=z.device, dtype=z.dtype)
+    return z.detach()
+
+
+def timed(fn, device: torch.device) -> tuple[float, object]:
+    """(seconds, result): process CPU time on a CPU device (one thread: robust to other users of a
+    shared machine, which wall time is not), wall time with synchronisation on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        out = fn()
+        torch.cuda.synchronize(device)
+        return time.perf_counter() - t0, out
+    t0 = time.process_time()
+    out = fn()
+    return time.process_time() - t0, out
+
+
+# ---------------------------------------------------------------- timing
+def time_loops(g, d, z, a, device) -> dict:
+    """Repeats of floor / refine / reference back to back (rotating order); the ratios are the
+    medians of the per-repeat ratios, so slow drifts of the machine's load cancel out."""
+    flow = (a.steps, a.eta, a.gamma, a.batch_size, a.seed)
+    fns = {"floor": lambda: floor(g, d, z, a.steps, a.batch_size), "refine": lambda: ours(g, d, z, *flow),
+           "reference": lambda: reference(g, d, z, *flow)}
+    ours(g, d, z[: a.batch_size], 1, a.eta, a.gamma, a.batch_size, a.seed)  # warm-up
+    times = {k: [] for k in fns}
+    outs = {}
+    for r in range(a.repeats):
+        names = list(fns)[r % 3:] + list(fns)[: r % 3]
+        for name in names:
+            t, outs[name] = timed(fns[name], device)
+            times[name].append(t)
+        print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    per = lambda num, den: statistics.median(x / y for x, y in zip(times[num], times[den]))  # noqa: E731
+    diff = (outs["refine"] - outs["reference"]).abs().max().item()
+    return {"clock": "CUDA-synchronised wall" if device.type == "cuda" else "process CPU time, 1 thread",
+            "seconds": times, "median_s": med, "refine_over_floor": per("refine", "floor"),
+            "reference_over_refine": per("reference", "refine"), "reference_over_floor": per("reference", "floor"),
+            "identical_output": bool(torch.equal(outs["refine"], outs["reference"])),
+            "max_abs_diff_vs_reference": diff, "_refined": outs["refine"]}
+
+
+@contextmanager
+def _opt_in(name: str, g, d, device: torch.device):
+    """Models and context of one opt-in: ``compile``, ``bf16_autocast`` or ``tf32``."""
+    if name == "compile":
+        yield torch.compile(g), torch.compile(d)
+    elif name == "bf16_autocast":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield g, d
+    else:
+        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield g, d
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def time_opt_ins(g, d, z, a, device, base: torch.Tensor, times_refine: list[float]) -> dict:
+    """Opt-in speed-ups on the same latents: median time, first call (compilation) and the
+    largest change of the refined latents against the default float32 run."""
+    flow = (a.steps, a.eta, a.gamma, a.batch_size, a.seed)
+    res = {}
+    for name in ["compile", "bf16_autocast"] + (["tf32"] if device.type == "cuda" else []):
+        try:
+            with _opt_in(name, g, d, device) as (gg, dd):
+                t0 = time.perf_counter()
+                first, _ = timed(lambda: ours(gg, dd, z, *flow), device)
+                first_wall = time.perf_counter() - t0  # compilation runs partly in worker processes
+                runs = [timed(lambda: ours(gg, dd, z, *flow), device) for _ in range(a.repeats)]
+            ts = [t for t, _ in runs]
+            res[name] = {"median_s": statistics.median(ts), "seconds": ts, "first_call_s": first,
+                         "first_call_wall_s": first_wall,
+                         "over_refine": statistics.median(ts) / statistics.median(times_refine),
+                         "max_abs_change_of_z_refined": (runs[-1][1].float() - base).abs().max().item()}
+        except Exception as exc:  # an opt-in that does not work here is reported, not fatal
+            res[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+        print(f"opt-in {name}: {res[name]}", flush=True)
+    return res
+
+
+# ---------------------------------------------------------------- memory (fresh child per point)
+def _rss_bytes(field: str) -> int | None:
+    """VmRSS (now) or VmHWM (peak) of this process from /proc/self/status; None off Linux."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so only what follows is measured."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_child(a) -> None:
+    """Run one memory point and print a JSON line: baseline and peak memory in MiB."""
+    device = torch.device(a.device)
+    torch.set_num_threads(a.threads)
+    g, d, _ = load_pair(device, a.seed, a.pair, a.weights)
+    kw = {"steps": a.mem_steps, "eta": a.eta, "gamma": a.gamma, "batch_size": a.batch_size}
+    warm = g.prior.sample(a.batch_size, device=device)
+    dgflow.refine(g, d, warm, **kw)
+    dgflow.generate(g, warm, a.batch_size)
+    del warm
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    elif _reset_peak_rss() and _rss_bytes("VmRSS") is not None:
+        base = _rss_bytes("VmRSS")
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    t0 = time.perf_counter()
+    if a.mem_child == "refine":
+        z = g.prior.sample(a.mem_point, generator=torch.Generator(device).manual_seed(a.seed), device=device)
+        dgflow.refine(g, d, z, generator_rng=a.seed, **kw)
+    else:
+        from dgflow.distributed import refine_to_shards
+
+        with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
+            refine_to_shards(g, d, g.prior, a.mem_point, tmp, chunk_size=a.batch_size, seed=a.seed,
+                             refine_kwargs=kw, device=device)
+    if cuda:
+        peak, measure = torch.cuda.max_memory_allocated(device), "cuda max_memory_allocated"
+    elif _rss_bytes("VmHWM") is not None:
+        peak, measure = _rss_bytes("VmHWM"), "peak RSS (VmHWM, reset after warm-up)"
+    else:
+        peak, measure = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
+    print(json.dumps({"mode": a.mem_child, "n": a.mem_point, "baseline_mib": base / 2 ** 20,
+                      "latents_mib": a.mem_point * g.prior.dim * 4 / 2 ** 20,
+                      "peak_mib": peak / 2 ** 20, "seconds": time.perf_counter() - t0, "measure": measure,
+                      "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def memory(a) -> list[dict]:
+    common = ["--pair", a.pair, "--weights", a.weights or "", "--device", a.device, "--threads", str(a.threads),
+              "--batch-size", str(a.batch_size), "--mem-steps", str(a.mem_steps), "--seed", str(a.seed),
+              "--tmp", a.tmp or ""]
+    rows = []
+    for mode in ("refine", "shards"):
+        for n in a.mem_n:
+            proc = subprocess.run([sys.executable, __file__, *common, "--mem-child", mode, "--mem-point", str(n)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"memory point {mode} N={n} failed:\n{proc.stderr[-3000:]}")
+            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            print(f"memory: {rows[-1]}", flush=True)
+    return rows
+
+
+# ---------------------------------------------------------------- report
+def markdown(res: dict) -> str:
+    t, c = res["timing"], res["config"]
+    m = t["median_s"]
+    lines = [f"# dgflow speed ({res['device']}, {c['threads']} thread(s))", "",
+             f"Pair: {res['pair']}. N = {c['n']} latents, batch_size {c['batch_size']}, {c['steps']} steps "
+             f"(KL, eta {c['eta']}, gamma {c['gamma']}); {t['clock']}; medians of {c['repeats']} repeats "
+             "in rotating order (ratios: medians of the per-repeat ratios).", "",
+             "| loop | median s | vs floor | target |", "|---|---|---|---|",
+             f"| floor: steps x fwd+bwd w.r.t. z | {m['floor']:.3f} | 1.00 | |",
+             f"| dgflow.refine | {m['refine']:.3f} | {t['refine_over_floor']:.3f} | <= 1.10: "
+             f"{'met' if t['refine_over_floor'] <= 1.10 else 'NOT met'} |",
+             f"| reference loop (param grads, .item() log) | {m['reference']:.3f} | "
+             f"{t['reference_over_floor']:.3f} | |", "",
+             f"Speed-up of refine over the reference: **{t['reference_over_refine']:.2f}x** (target >= 1.5: "
+             f"{'met' if t['reference_over_refine'] >= 1.5 else 'NOT met'}); identical output: "
+             f"{t['identical_output']} (max |diff| {t['max_abs_diff_vs_reference']:.3g}).", ""]
+    if res.get("opt_ins"):
+        lines += ["| opt-in | median s | vs refine | first call: s (wall s) | max change of z_refined |",
+                  "|---|---|---|---|---|"]
+        for k, v in res["opt_ins"].items():
+            if "error" in v:
+                lines.append(f"| {k} | failed: {v['error'][:80]} | | | |")
+            else:
+                lines.append(f"| {k} | {v['median_s']:.3f} | {v['over_refine']:.3f} | "
+                             f"{v['first_call_s']:.2f} ({v['first_call_wall_s']:.1f}) | "
+                             f"{v['max_abs_change_of_z_refined']:.3g} |")
+        lines.append("")
+    if res.get("memory"):
+        lines += [f"Peak memory ({res['memory'][0]['measure']}, MiB; {c['mem_steps']} steps, batch/chunk "
+                  f"{c['batch_size']}, fresh process per point):", "",
+                  "| N | N x z_dim float32 | refine(): peak | refine(): above baseline | shards: peak | "
+                  "shards: above baseline |", "|---|---|---|---|---|---|"]
+        by = {(r["mode"], r["n"]): r for r in res["memory"]}
+        for n in c["mem_n"]:
+            r, s = by[("refine", n)], by[("shards", n)]
+            lines.append(f"| {n} | {r.get('latents_mib', float('nan')):.1f} | {r['peak_mib']:.0f} | "
+                         f"{r['peak_mib'] - r['baseline_mib']:.0f} | "
+                         f"{s['peak_mib']:.0f} | {s['peak_mib'] - s['baseline_mib']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pair", choices=["fmnist", "toy2d"], default="fmnist",
+                   help="fmnist: the Fashion-MNIST DCGAN-lite (the benchmark); toy2d: the 2D MLPs, "
+                        "where per-step overhead is largest relative to the model")
+    p.add_argument("--weights", help="Fashion-MNIST GAN safetensors (default: the shipped one if any; "
+                                     "'' for the synthetic pair)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--n", type=int, default=256, help="latents timed")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--eta", type=float, default=0.1)
+    p.add_argument("--gamma", type=float, default=0.01)
+    p.add_argument("--repeats", type=int, default=21,
+                   help="short repeats, many: the per-repeat ratios then see the same machine load")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mem-n", type=int, nargs="*", default=[1000, 10000, 50000])
+    p.add_argument("--mem-steps", type=int, default=2)
+    p.add_argument("--opt-ins", action="store_true", help="also time torch.compile / bf16 / TF32")
+    p.add_argument("--tag", default="", help="suffix of the result files (speed<tag>.json)")
+    p.add_argument("--tmp", default=None, help="folder for the shards of the memory runs")
+    p.add_argument("--mem-child", choices=["refine", "shards"], help=argparse.SUPPRESS)
+    p.add_argument("--mem-point", type=int, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = parse(argv)
+    a.tmp = a.tmp or None
+    if a.mem_child:
+        memory_child(a)
+        return 0
+    torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    if a.weights is None and a.pair == "fmnist":
+        a.weights = find_fmnist_gan() or ""  # fixed once, so the memory children use the same pair
+    g, d, desc = load_pair(device, a.seed, a.pair, a.weights)
+    z = g.prior.sample(a.n, generator=torch.Generator(device).manual_seed(a.seed + 1), device=device)
+    print(f"pair: {desc}; device {device}", flush=True)
+    timing = time_loops(g, d, z, a, device)
+    base = timing.pop("_refined")
+    res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+           "torch": torch.__version__, "pair": desc,
+           "config": {k: v for k, v in vars(a).items() if not k.startswith("mem_child") and k != "tmp"},
+           "timing": timing}
+    res["opt_ins"] = time_opt_ins(g, d, z, a, device, base, timing["seconds"]["refine"]) if a.opt_ins else {}
+    res["memory"] = memory(a) if a.mem_n else []
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"speed{a.tag}.json").write_text(json.dumps(res, indent=1) + "\n")
+    (RESULTS / f"speed{a.tag}.md").write_text(markdown(res))
+    print(markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,221 @@
+"""`dgflow refine`: refine N samples of a zoo model or of your own models into resumable shards.
+
+    dgflow refine --model NAME --n 50000 --steps 25 --out DIR [--png DIR/png]
+    dgflow refine --generator mypkg.nets:make_g --critic mypkg.nets:make_d --z-dim 128 --n 1000 --out DIR
+    torchrun --nproc_per_node 4 -m dgflow.cli refine -n 50000 ...   # same output, 4 processes
+
+``--generator``/``--critic`` take ``module:attr`` (or ``path/to/file.py:attr``; ``attr`` may be
+dotted). The object found there is used as follows: an ``nn.Module`` instance is the model; a
+class, or any callable that can be called with no arguments, is a *factory* and is called
+once to build the model (load your weights inside it); any other callable (one that needs an
+argument, such as a function ``z -> x``) is the model itself.
+
+Output (see :mod:`dgflow.distributed`): ``DIR/chunk_<c>.npz`` shards with ``index``, ``z``,
+``z_refined`` and ``x``, ``DIR/run.json`` and ``DIR/manifest.json``. Rerunning the same command
+resumes an interrupted run; the result does not depend on the number of processes.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..divergences import WEIGHTS
+
+#: refine() defaults used when neither the command line nor the zoo entry sets a value
+DEFAULTS = {"steps": 25, "eta": 0.1, "gamma": 0.01, "divergence": "kl"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("refine", help="refine N samples of a model into resumable .npz shards",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("model (either --model, or --generator and --critic)")
+    src.add_argument("--model", help="zoo model name (see `dgflow zoo list`)")
+    src.add_argument("--zoo", help="zoo file to resolve --model in (default: the shipped one)")
+    src.add_argument("--generator", metavar="MODULE:CALLABLE", help="your generator, or a factory of it")
+    src.add_argument("--critic", metavar="MODULE:CALLABLE", help="your critic (logit, larger on data)")
+    src.add_argument("--z-dim", type=int, help="latent size of --generator (default: its z_dim attribute)")
+    p.add_argument("-n", "--n", "--num-samples", dest="n", type=int, required=True,
+                   help="number of samples (under torchrun write -n or --num-samples: torchrun's own "
+                        "parser takes --n for a prefix of its --nnodes)")
+    p.add_argument("--out", required=True, help="output folder of the shards (resumed if it exists)")
+    flow = p.add_argument_group("flow (default: the zoo entry's settings, else steps 25, eta 0.1, "
+                                "gamma 0.01, kl)")
+    flow.add_argument("--steps", type=int)
+    flow.add_argument("--eta", type=_eta, help="step size, or 'auto' (see dgflow.refine)")
+    flow.add_argument("--gamma", type=float)
+    flow.add_argument("--divergence", choices=sorted(WEIGHTS))
+    run = p.add_argument_group("run")
+    run.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    run.add_argument("--chunk-size", type=int, default=1000,
+                     help="samples per shard; fixes the output, keep it when resuming (default 1000)")
+    run.add_argument("--batch-size", type=int, help="forward/backward batch inside a chunk (memory only)")
+    run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; under torchrun "
+                                      "each rank takes cuda:LOCAL_RANK)")
+    run.add_argument("--no-decode", action="store_true", help="store latents only, no x")
+    run.add_argument("--png", metavar="DIR", help="also write every decoded image as DIR/<index>.png "
+                                                  "(a folder pytorch-fid reads)")
+    run.add_argument("--png-range", type=float, nargs=2, default=(-1.0, 1.0), metavar=("LOW", "HIGH"),
+                     help="value range of the images mapped to 0..255 (default -1 1)")
+    run.add_argument("--bf16", action="store_true", help="opt-in bfloat16 autocast of the model passes")
+    run.add_argument("--compile", action="store_true", help="opt-in torch.compile of both models")
+    run.add_argument("--stop-after", type=int, metavar="K", help="stop after K chunks per process "
+                                                                 "(rerun to resume)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=main)
+
+
+def _eta(value: str) -> float | str:
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or 'auto', got {value!r}") from None
+
+
+def load_object(spec: str, what: str) -> object:
+    """``module:attr`` or ``file.py:attr`` (``attr`` may be dotted) -> the object."""
+    if ":" not in spec:
+        raise SystemExit(f"dgflow refine: --{what} must look like module:callable or file.py:callable, "
+                         f"got {spec!r}")
+    target, attr = spec.rsplit(":", 1)
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise FileNotFoundError(f"no such file: {path}")
+            mod_spec = importlib.util.spec_from_file_location(f"_dgflow_user_{what}", path)
+            module = importlib.util.module_from_spec(mod_spec)
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+        obj = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, FileNotFoundError) as exc:
+        raise SystemExit(f"dgflow refine: cannot load --{what} {spec!r}: {exc}") from exc
+    return obj
+
+
+def _is_factory(obj: object) -> bool:
+    if isinstance(obj, type):
+        return True
+    try:
+        inspect.signature(obj).bind()
+    except TypeError:
+        return False
+    except ValueError:  # no signature (builtins): treat as the model
+        return False
+    return True
+
+
+def as_model(obj: object, what: str) -> object:
+    """An nn.Module is the model; a class or zero-argument callable is a factory; else the model."""
+    if isinstance(obj, nn.Module):
+        return obj
+    if not callable(obj):
+        raise SystemExit(f"dgflow refine: --{what} is a {type(obj).__name__}, not a model or factory")
+    if _is_factory(obj):
+        model = obj()
+        if not callable(model):
+            raise SystemExit(f"dgflow refine: the --{what} factory returned a {type(model).__name__}, "
+                             "not a callable model")
+        return model
+    return obj
+
+
+def init_distributed(device: str | None) -> tuple[torch.device, bool]:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    want_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if world <= 1:
+        return torch.device(device or ("cuda" if want_cuda else "cpu")), False
+    dist = torch.distributed
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if want_cuda:
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    else:
+        dev = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if want_cuda else "gloo")
+        return dev, True
+    return dev, False
+
+
+def load_models(args: argparse.Namespace, device: torch.device):
+    """(generator, critic, prior, refine defaults, description) from --model or --generator/--critic."""
+    from ..models import as_generator
+
+    if args.model:
+        if args.generator or args.critic:
+            raise SystemExit("dgflow refine: give either --model or --generator/--critic, not both")
+        from .. import zoo
+
+        try:
+            m = zoo.load(args.model, zoo=args.zoo, device=device)
+        except zoo.ZooError as exc:
+            raise SystemExit(f"dgflow refine: --model {args.model}: {exc}") from exc
+        files = m.entry["weights"] if isinstance(m.entry["weights"], list) else [m.entry["weights"]]
+        return (m.generator, m.critic, m.prior, dict(m.refine_kwargs),
+                {"model": args.model, "sha256": [f["sha256"] for f in files]})
+    if not (args.generator and args.critic):
+        raise SystemExit("dgflow refine: give --model NAME, or both --generator and --critic")
+    gen = as_model(load_object(args.generator, "generator"), "generator")
+    critic = as_model(load_object(args.critic, "critic"), "critic")
+    for m in (gen, critic):
+        if isinstance(m, nn.Module):
+            m.to(device)
+    try:
+        gen = as_generator(gen, args.z_dim)
+    except ValueError as exc:
+        raise SystemExit(f"dgflow refine: --z-dim: {exc}") from exc
+    return gen, critic, gen.prior, {}, {"generator": args.generator, "critic": args.critic,
+                                       "z_dim": list(gen.prior.shape)}
+
+
+def refine_kwargs(args: argparse.Namespace, model_defaults: dict) -> dict:
+    """Command line over the model's settings over :data:`DEFAULTS`."""
+    kw = {**DEFAULTS, **model_defaults}
+    for key in DEFAULTS:
+        if getattr(args, key) is not None:
+            kw[key] = getattr(args, key)
+    if args.batch_size is not None:
+        kw["batch_size"] = args.batch_size
+    return kw
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..distributed import refine_to_shards
+
+    device, owns_group = init_distributed(args.device)
+    try:
+        gen, critic, prior, defaults, info = load_models(args, device)
+        kw = refine_kwargs(args, defaults)
+        if args.compile:
+            info["compile"] = True
+            gen, critic = torch.compile(gen), torch.compile(critic)
+        try:
+            res = refine_to_shards(gen, critic, prior, args.n, args.out, chunk_size=args.chunk_size,
+                                   seed=args.seed, refine_kwargs=kw, decode=not args.no_decode,
+                                   device=device, png_dir=args.png, png_range=args.png_range,
+                                   progress=not args.no_progress, max_chunks=args.stop_after,
+                                   model_info=info, autocast_dtype=torch.bfloat16 if args.bf16 else None)
+        except (ValueError, TypeError) as exc:
+            raise SystemExit(f"dgflow refine: {exc}") from exc
+        if res.manifest is not None:
+            state = "complete" if res.complete else "incomplete: rerun the same command to resume"
+            print(f"dgflow refine: {res.n_chunks} chunks of {args.chunk_size} in {args.out} ({state}); "
+                  f"manifest {res.manifest}", file=sys.stderr)
+        return 0
+    finally:
+        if owns_group:
+            torch.distributed.destroy_process_group()
