@@ -1,4 +1,6 @@
 """Network architectures shipped with dgflow."""
+from .dcgan import DCGANGenerator, SmallCNNClassifier, SNDCGANDiscriminator, WGANGPCritic
 from .mlp import MLPCritic, MLPGenerator, mlp
 
-__all__ = ["MLPCritic", "MLPGenerator", "mlp"]
+__all__ = ["MLPCritic", "MLPGenerator", "mlp", "DCGANGenerator", "WGANGPCritic", "SNDCGANDiscriminator",
+           "SmallCNNClassifier"]

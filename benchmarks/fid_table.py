@@ -1,0 +1,291 @@
+"""FID table of DGflow, DDLS and DOT on the Fashion-MNIST GAN bases (WGAN-GP, SN-DCGAN).
+
+    python benchmarks/fid_table.py                       # N = 10,000, FMNIST-CNN features
+    python benchmarks/fid_table.py --eta 0.03 --tag eta003 --refine-opt solver=euler
+    python benchmarks/fid_table.py --config benchmarks/configs/cifar10.yaml --device cuda
+
+For each base, ``--n`` prior latents (seeded) are refined for ``--steps`` gradient steps by
+DGflow (KL for WGAN-GP; logD and KL for SN-DCGAN, or ``--divergence``), DDLS (eps
+``--ddls-eps``) and DOT (Adam lr ``--dot-lr``, K_eff from 500 latent pairs), all with the same
+number of critic-gradient steps and the same starting latents. FID against the test split's
+cached statistics is taken every ``--every`` steps. Writes ``benchmarks/results/fid_<dataset>[_tag]``
+``.json`` / ``.md`` (table) / ``_steps.png`` (FID vs step) / ``_samples_<base>.png`` (the first
+64 samples before and after). A run of some ``--bases`` keeps the other bases' results of an
+earlier run with the same settings, so the bases can be run one at a time. FID numbers on the
+FMNIST-CNN features are "FID (FMNIST-CNN features)", not Inception FID; N is reported with each.
+Nothing is tuned here: the step sizes are the paper's defaults unless given on the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from configs import image_data  # noqa: E402
+
+import dgflow  # noqa: E402
+from dgflow.io import load_modules, read_metadata, sha256_of  # noqa: E402
+from dgflow.metrics import fid as fidlib  # noqa: E402
+from dgflow.zoo import import_object  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_DIVERGENCES = {"wgangp": ["kl"], "sndcgan": ["logd", "kl"]}
+BASE_LABELS = {"wgangp": "WGAN-GP", "sndcgan": "SN-DCGAN"}
+PAPER = {"eta": 0.1, "gamma": 0.01, "steps": 25}  # the DGflow authors' released settings (DESIGN.md §1)
+EVAL = {"n": 10000, "batch_size": 500}
+
+
+def load_base(path: Path, device: torch.device):
+    """Generator and critic from a ``train_fmnist_gan.py`` safetensors file (classes in its metadata)."""
+    meta = read_metadata(path)
+    g = import_object(meta["generator_class"])(**meta["generator"])
+    d = import_object(meta["critic_class"])(**meta["critic"])
+    load_modules(path, {"generator": g, "critic": d})
+    return g.to(device).eval(), d.to(device).eval(), meta
+
+
+class Recorder:
+    """Callback keeping the latents (and mean logit) every ``every`` steps, before each update."""
+
+    def __init__(self, every: int):
+        self.every, self.states, self.d_mean = every, {}, {}
+
+    def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor) -> None:
+        if step % self.every == 0:
+            self.states[step] = z.detach().clone()
+            self.d_mean[step] = float(logits.mean())
+
+
+def methods_for(base: str, a: argparse.Namespace) -> dict[str, tuple]:
+    """name -> (callable, kwargs) of every method run on ``base``."""
+    divs = a.divergence or DEFAULT_DIVERGENCES.get(base, ["kl"])
+    out = {f"DGflow-{dv}": (dgflow.refine, dict(eta=a.eta, gamma=a.gamma, divergence=dv, **a.refine_opt))
+           for dv in divs}
+    if a.no_baselines:
+        return out
+    try:
+        from dgflow.baselines import ddls, dot
+    except ImportError:
+        print("dgflow.baselines not importable: running without DDLS and DOT", flush=True)
+        return out
+    out["DDLS"] = (ddls, dict(eps=a.ddls_eps))
+    out["DOT"] = (dot, dict(lr=a.dot_lr))
+    return out
+
+
+def run_method(fn, kwargs: dict, g, d, z: torch.Tensor, a: argparse.Namespace, seed: int):
+    """Refine ``z``; returns ({step: latents}, {step: mean logit}, seconds)."""
+    rec = Recorder(a.every)
+    t0 = time.perf_counter()
+    z_out = fn(g, d, z, steps=a.steps, batch_size=a.batch_size, generator_rng=seed, callback=rec,
+               progress=True, **kwargs)
+    secs = time.perf_counter() - t0
+    rec.states[a.steps] = z_out
+    with torch.no_grad():
+        rec.d_mean[a.steps] = float(torch.cat([d(dgflow.generate(g, z_out[i:i + a.batch_size]))
+                                               for i in range(0, len(z_out), a.batch_size)]).mean())
+    return rec.states, rec.d_mean, secs
+
+
+def make_extractor(kind: str, a: argparse.Namespace, device: torch.device):
+    if kind == "inception":
+        return fidlib.InceptionFeatures(a.inception_weights).to(device), "Inception pool3 FID", {}
+    ext = fidlib.CNNFeatures.from_file(a.classifier).to(device)
+    meta = read_metadata(a.classifier)
+    info = {k: meta.get(k) for k in ("test_accuracy", "n_test", "epochs")}
+    return ext, "FID (FMNIST-CNN features)", {**info, "sha256": sha256_of(a.classifier)}
+
+
+def evaluate_base(base: str, path: Path, ext, ref, a: argparse.Namespace, device) -> dict:
+    g, d, meta = load_base(path, device)
+    z = torch.randn(a.n, meta["generator"]["z_dim"], generator=torch.Generator().manual_seed(a.seed)).to(device)
+
+    def score(latents: torch.Tensor) -> float:
+        return fidlib.fid(dgflow.generate(g, latents, a.batch_size), ref, ext, a.batch_size)
+
+    base_fid = score(z)
+    out = {"weights": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+           "sha256": sha256_of(path), "fid_base": base_fid, "methods": {}}
+    grids = {"base": dgflow.generate(g, z[:64]).cpu()}
+    print(f"{base}: base FID {base_fid:.3f} (N={a.n})", flush=True)
+    for name, (fn, kw) in methods_for(base, a).items():
+        states, d_mean, secs = run_method(fn, kw, g, d, z, a, a.seed + 1)
+        curve = {s: (base_fid if s == 0 else score(states[s])) for s in sorted(states)}
+        final = curve[a.steps]
+        out["methods"][name] = {"kwargs": kw, "steps": a.steps, "fid_by_step": curve, "fid": final,
+                                "rel_change": (final - base_fid) / base_fid, "d_mean_by_step": d_mean,
+                                "best_step": min(curve, key=curve.get), "refine_seconds": round(secs, 1),
+                                "seconds_per_1k": round(secs * 1000 / a.n, 1)}
+        grids[name] = dgflow.generate(g, states[a.steps][:64]).cpu()
+        print(f"{base} {name}: FID {final:.3f} ({100 * (final - base_fid) / base_fid:+.1f}%), "
+              f"curve {[round(v, 2) for v in curve.values()]}, {secs:.0f} s", flush=True)
+    return out, grids
+
+
+def write_markdown(res: dict, path: Path) -> None:
+    lines = [f"# {res['metric']} on {res['dataset']}, N = {res['n']:,} per set", "",
+             f"Reference: {res['reference']}. Feature extractor: {res['extractor']}"
+             + (f" (classifier test accuracy {res['classifier']['test_accuracy']:.4f})."
+                if res.get("classifier") else ".") + f" {res['steps']} gradient steps for every method.", "",
+             "| base | method | settings | FID@0 | " + " | ".join(f"@{s}" for s in res["record_steps"][1:])
+             + " | change | s / 1k samples |",
+             "|---|---|---|---|" + "---|" * (len(res["record_steps"]) - 1) + "---|---|"]
+    for base, r in res["bases"].items():
+        for name, m in r["methods"].items():
+            kw = ", ".join(f"{k}={v}" for k, v in m["kwargs"].items())
+            curve = " | ".join(f"{m['fid_by_step'][s]:.2f}" for s in res["record_steps"][1:])
+            lines.append(f"| {BASE_LABELS.get(base, base)} | {name} | {kw} | {r['fid_base']:.2f} | {curve} | "
+                         f"{100 * m['rel_change']:+.1f}% | {m['seconds_per_1k']} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_curves(res: dict, stem: Path) -> None:
+    """FID against gradient step, one panel per base."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bases = list(res["bases"])
+    fig, axes = plt.subplots(1, len(bases), figsize=(5.5 * len(bases), 4), squeeze=False)
+    for ax, base in zip(axes[0], bases):
+        for name, m in res["bases"][base]["methods"].items():
+            steps = sorted(m["fid_by_step"])
+            ax.plot(steps, [m["fid_by_step"][s] for s in steps], marker="o", label=name)
+        ax.set(title=f"{BASE_LABELS.get(base, base)} (N={res['n']:,})", xlabel="gradient step", ylabel=res["metric"])
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(f"{stem}_steps.png", dpi=110)
+    plt.close(fig)
+
+
+def plot_samples(base: str, grids: dict, path: Path) -> None:
+    """The first 64 samples of the same latents: base, then each method after its last step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
+
+    fig, axes = plt.subplots(1, len(grids), figsize=(2.8 * len(grids), 3.1), squeeze=False)
+    for ax, (name, x) in zip(axes[0], grids.items()):
+        img = make_grid((x.clamp(-1, 1) + 1) / 2, nrow=8, padding=1, pad_value=1.0)
+        ax.imshow(img.permute(1, 2, 0).numpy(), cmap="gray" if img.shape[0] == 1 else None)
+        ax.set_title(f"{BASE_LABELS.get(base, base)}: {name}", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+MERGE_KEYS = ("dataset", "metric", "extractor", "n", "steps", "record_steps", "eta", "gamma", "seed")
+
+
+def merge_previous(res: dict, path: Path) -> dict:
+    """Keep the other bases of an earlier run at ``path`` if it used the same settings."""
+    if not path.is_file():
+        return res
+    old = json.loads(path.read_text())
+    for r in old.get("bases", {}).values():  # JSON turned the step keys into strings
+        for m in r["methods"].values():
+            for k in ("fid_by_step", "d_mean_by_step"):
+                m[k] = {int(s): v for s, v in m[k].items()}
+    if any(old.get(k) != res.get(k) for k in MERGE_KEYS):
+        print(f"{path}: earlier results use other settings; overwriting them", flush=True)
+        return res
+    bases = {**{k: v for k, v in old["bases"].items() if k not in res["bases"]}, **res["bases"]}
+    order = list(BASE_LABELS)
+    bases = dict(sorted(bases.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+    return {**res, "bases": bases,
+            "seconds_by_base": {**old.get("seconds_by_base", {}), **res["seconds_by_base"]}}
+
+
+def _kv(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--refine-opt expects key=value, got {text!r}")
+    k, v = text.split("=", 1)
+    return k, yaml.safe_load(v)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML setup (benchmarks/configs/*.yaml); default Fashion-MNIST")
+    p.add_argument("--bases", nargs="+", default=["wgangp", "sndcgan"])
+    p.add_argument("--n", type=int, help=f"samples per set, default {EVAL['n']:,} (or the config's)")
+    p.add_argument("--steps", type=int, help=f"default {PAPER['steps']} (or the config's)")
+    p.add_argument("--every", type=int, default=5)
+    p.add_argument("--eta", type=float, help=f"DGflow step size, default {PAPER['eta']} (or the config's)")
+    p.add_argument("--gamma", type=float, help=f"DGflow entropy weight, default {PAPER['gamma']} (or the config's)")
+    p.add_argument("--divergence", nargs="+", help="DGflow divergences for every base (default: per base)")
+    p.add_argument("--refine-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra dgflow.refine keyword (YAML value), repeatable")
+    p.add_argument("--no-baselines", action="store_true", help="run DGflow only (e.g. a step-size study)")
+    p.add_argument("--ddls-eps", type=float, default=0.01)
+    p.add_argument("--dot-lr", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, help=f"chunk size, default {EVAL['batch_size']} (or the config's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--features", choices=["cnn", "inception"], help="default: the setup's")
+    p.add_argument("--classifier", default=str(fidlib.CNN_WEIGHTS))
+    p.add_argument("--inception-weights", help="local pt_inception-2015-12-05-6726825d.pth")
+    p.add_argument("--weights-dir", default=str(ROOT / "dgflow" / "weights"))
+    p.add_argument("--data-dir")
+    p.add_argument("--cache", help="cache root for reference statistics (default ~/.cache/dgflow)")
+    p.add_argument("--tag", default="", help="suffix of the output files")
+    a = p.parse_args(argv)
+    a.refine_opt = dict(a.refine_opt)
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    setup = image_data.resolve(a.config)
+    for k, v in PAPER.items():  # command line, else the config's refine settings, else the paper's
+        if getattr(a, k) is None:
+            setattr(a, k, setup.get("refine", {}).get(k, v))
+    for k, v in EVAL.items():
+        if getattr(a, k) is None:
+            setattr(a, k, setup.get("eval", {}).get(k, v))
+    dev, ds = torch.device(a.device), setup["dataset"]
+    kind = a.features or ("inception" if setup["feature_extractor"] == "inception" else "cnn")
+    try:
+        ext, metric, cls_info = make_extractor(kind, a, dev)
+    except (fidlib.InceptionWeightsMissing, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ref = fidlib.reference_stats(ext, lambda: image_data.load_images(ds, "test", a.data_dir), key=f"{ds}_test",
+                                 cache=a.cache, batch_size=a.batch_size, progress=True)
+    res = {"dataset": ds, "metric": metric, "extractor": ext.name, "n": a.n, "steps": a.steps,
+           "record_steps": list(range(0, a.steps, a.every)) + [a.steps],
+           "reference": f"{ds} test split, {ref.n:,} images (cached statistics)", "classifier": cls_info,
+           "seed": a.seed, "threads": a.threads, "device": str(dev), "eta": a.eta, "gamma": a.gamma,
+           "tuned": False, "bases": {}}
+    stem = RESULTS / f"fid_{ds}{'_' + a.tag if a.tag else ''}"
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    res["seconds_by_base"] = {}
+    for base in a.bases:
+        t0 = time.perf_counter()
+        path = Path(a.weights_dir) / f"{ds}_{base}.safetensors"
+        res["bases"][base], grids = evaluate_base(base, path, ext, ref, a, dev)
+        res["seconds_by_base"][base] = round(time.perf_counter() - t0, 1)
+        plot_samples(base, grids, Path(f"{stem}_samples_{base}.png"))
+    res = merge_previous(res, Path(f"{stem}.json"))  # bases may be run separately (or in parallel)
+    Path(f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_markdown(res, Path(f"{stem}.md"))
+    plot_curves(res, stem)
+    print(Path(f"{stem}.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

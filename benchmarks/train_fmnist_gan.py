@@ -1,0 +1,182 @@
+"""Train a Fashion-MNIST GAN base (WGAN-GP or SN-DCGAN) and save it as safetensors.
+
+    python benchmarks/train_fmnist_gan.py --base wgangp      # -> dgflow/weights/fmnist_wgangp.safetensors
+    python benchmarks/train_fmnist_gan.py --base sndcgan     # -> dgflow/weights/fmnist_sndcgan.safetensors
+
+Both bases share the generator (:class:`~dgflow.models.arch.DCGANGenerator`, 64-d z -> 128x4x4 ->
+64, 32, 1 channels at 32x32) and the critic's shape (stride-2 convs 32, 64, 128 -> linear):
+
+* ``wgangp``: :class:`~dgflow.models.arch.WGANGPCritic`, WGAN-GP (lambda = 10, 5 critic steps per
+  generator step), Adam 2e-4 (0.5, 0.9), batch 64 (Gulrajani et al. 2017, with a doubled lr).
+* ``sndcgan``: :class:`~dgflow.models.arch.SNDCGANDiscriminator`, non-saturating loss, 1 critic
+  step, Adam 2e-4 (0.5, 0.999), batch 64 (Miyato et al. 2018).
+
+The run is seeded and resumable: every ``--ckpt-every`` generator iterations the models,
+optimisers and random states go to ``<ckpt-dir>/last.pt``; rerunning the same command continues
+from there (``--fresh`` starts over). Losses are appended to a CSV log. One thread by default.
+The same script trains a CIFAR10/STL10 base from a GPU config: ``--config benchmarks/configs/...``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from configs import image_data  # noqa: E402  (benchmarks/configs/image_data.py)
+
+from dgflow.io import save_modules  # noqa: E402
+from dgflow.models.arch import DCGANGenerator, SNDCGANDiscriminator, WGANGPCritic  # noqa: E402
+from dgflow.training import GANConfig, train_gan  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BASES = {
+    "wgangp": dict(critic="WGANGPCritic", loss="wgan-gp", n_critic=5, lr=2e-4, betas=(0.5, 0.9), iters=2400),
+    "sndcgan": dict(critic="SNDCGANDiscriminator", loss="ns", n_critic=1, lr=2e-4, betas=(0.5, 0.999),
+                    iters=8000),
+}
+CRITICS = {"WGANGPCritic": WGANGPCritic, "SNDCGANDiscriminator": SNDCGANDiscriminator}
+LOG_FIELDS = ("iter", "critic_loss", "generator_loss", "seconds", "cpu_seconds")
+
+
+def build_models(g_kwargs: dict, critic: str, d_kwargs: dict, seed: int):
+    """Seeded generator and critic."""
+    torch.manual_seed(seed)
+    return DCGANGenerator(**g_kwargs), CRITICS[critic](**d_kwargs)
+
+
+def save_state(path: Path, it: int, g, d, opt_g, opt_d, rng: torch.Generator, run: dict,
+               seconds: tuple[float, float]):
+    """Everything needed to resume, written atomically."""
+    tmp = path.with_suffix(".tmp")
+    torch.save({"iter": it, "generator": g.state_dict(), "critic": d.state_dict(),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
+                "torch_rng": torch.get_rng_state(), "run": run, "seconds": seconds[0],
+                "cpu_seconds": seconds[1]}, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: Path, g, d, opt_g, opt_d, rng: torch.Generator, run: dict
+               ) -> tuple[int, tuple[float, float]]:
+    """Restore a checkpoint of the same run; returns (iteration, (wall, CPU) seconds spent so far)."""
+    st = torch.load(path, map_location="cpu", weights_only=True)
+    diff = {k: (st["run"].get(k), v) for k, v in run.items() if k != "iters" and st["run"].get(k) != v}
+    if diff:  # the same run may be extended to more iterations
+        raise SystemExit(f"{path} belongs to a different run (checkpoint vs now: {diff}); "
+                         "use --fresh or another --ckpt-dir")
+    g.load_state_dict(st["generator"])
+    d.load_state_dict(st["critic"])
+    opt_g.load_state_dict(st["opt_g"])
+    opt_d.load_state_dict(st["opt_d"])
+    rng.set_state(st["rng"])
+    torch.set_rng_state(st["torch_rng"])
+    return int(st["iter"]), (float(st["seconds"]), float(st["cpu_seconds"]))
+
+
+def trim_log(path: Path, upto: int) -> None:
+    """Keep the header and the rows logged at or before iteration ``upto`` (resume point)."""
+    if not path.is_file():
+        with open(path, "w", newline="") as fh:
+            csv.writer(fh).writerow(LOG_FIELDS)
+        return
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["iter"]) <= upto]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", choices=sorted(BASES), required=True)
+    p.add_argument("--config", help="YAML config (benchmarks/configs/*.yaml) overriding the Fashion-MNIST setup")
+    p.add_argument("--iters", type=int, help="generator iterations (default per base)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data-dir", help="dataset directory (default: the loader's own)")
+    p.add_argument("--ckpt-dir", help="resume directory (default ~/.cache/dgflow/train/<dataset>_<base>)")
+    p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--out", help="final safetensors (default dgflow/weights/<dataset>_<base>.safetensors)")
+    p.add_argument("--log", help="loss CSV (default benchmarks/results/<dataset>_<base>_trainlog.csv)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    setup = image_data.resolve(a.config)
+    base = dict(BASES[a.base], **setup.get("bases", {}).get(a.base, {}))
+    name = f"{setup['dataset']}_{a.base}"
+    iters = a.iters or base["iters"]
+    run = {"base": a.base, "dataset": setup["dataset"], "seed": a.seed, "iters": iters, "batch": a.batch_size,
+           "generator": setup["generator"], "critic": setup["critic"], "lr": base["lr"],
+           "betas": list(base["betas"]), "n_critic": base["n_critic"]}
+    ckpt_dir = Path(a.ckpt_dir or Path.home() / ".cache" / "dgflow" / "train" / name)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state_path = ckpt_dir / "last.pt"
+    out = Path(a.out or ROOT / "dgflow" / "weights" / f"{name}.safetensors")
+    log_path = Path(a.log or ROOT / "benchmarks" / "results" / f"{name}_trainlog.csv")
+
+    dev = torch.device(a.device)
+    real = image_data.load_images(setup["dataset"], "train", a.data_dir).to(dev)
+    g, d = build_models(setup["generator"], base["critic"], setup["critic"], a.seed)
+    g, d = g.to(dev), d.to(dev)
+    cfg = GANConfig(loss=base["loss"], iters=iters, batch_size=a.batch_size, n_critic=base["n_critic"],
+                    lr=base["lr"], betas=tuple(base["betas"]), seed=a.seed)
+    opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas)
+    rng = torch.Generator(device=dev).manual_seed(a.seed + 1)
+    start, spent = 0, (0.0, 0.0)
+    if state_path.is_file() and not a.fresh:
+        start, spent = load_state(state_path, g, d, opt_g, opt_d, rng, run)
+        print(f"resuming {name} from iteration {start} ({state_path})", flush=True)
+    trim_log(log_path, start)
+    z_dim = setup["generator"]["z_dim"]
+
+    def sample_real(n: int) -> torch.Tensor:
+        return real[torch.randint(0, len(real), (n,), generator=rng, device=dev)]
+
+    def sample_z(n: int) -> torch.Tensor:
+        return torch.randn(n, z_dim, generator=rng, device=dev)
+
+    t0, c0 = time.perf_counter() - spent[0], time.process_time() - spent[1]
+
+    def elapsed() -> tuple[float, float]:
+        return time.perf_counter() - t0, time.process_time() - c0
+    with open(log_path, "a", newline="") as fh:
+        writer = csv.writer(fh)
+
+        def on_log(it: int, l_d: float, l_g: float) -> None:
+            writer.writerow([it, f"{l_d:.5f}", f"{l_g:.5f}", *(f"{s:.1f}" for s in elapsed())])
+            fh.flush()
+
+        while start < iters:
+            stop = min(start + a.ckpt_every, iters)
+            cfg.iters = stop
+            train_gan(g, d, sample_real, sample_z, cfg, start_iter=start, optimizers=(opt_g, opt_d),
+                      on_log=on_log, log_every=50)
+            start = stop
+            save_state(state_path, start, g, d, opt_g, opt_d, rng, run, elapsed())
+            print(f"{name}: {start}/{iters} generator iterations, wall/CPU s: %.0f / %.0f" % elapsed(), flush=True)
+    secs, cpu = elapsed()
+    meta = {**run, "logit_convention": "wgan" if base["loss"] == "wgan-gp" else "ns",
+            "generator_class": "dgflow.models.arch.dcgan:DCGANGenerator",
+            "critic_class": f"dgflow.models.arch.dcgan:{base['critic']}",
+            "train_seconds": round(secs, 1), "train_cpu_seconds": round(cpu, 1), "threads": a.threads}
+    sha = save_modules(out, {"generator": g.cpu(), "critic": d.cpu()}, meta)
+    print(json.dumps({**meta, "path": str(out), "sha256": sha}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

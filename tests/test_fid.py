@@ -1,0 +1,132 @@
+"""FID: closed-form Gaussian cases, invariants, caching, and the offline Inception error path."""
+import numpy as np
+import pytest
+import torch
+
+from dgflow.io import save_modules
+from dgflow.metrics import fid as F
+from dgflow.models.arch import SmallCNNClassifier
+
+
+def _spd(rng, d):
+    a = rng.normal(size=(d, d))
+    return a @ a.T / d + 0.1 * np.eye(d)
+
+
+def _sqrtm_spd(s):
+    w, v = np.linalg.eigh(s)
+    return (v * np.sqrt(w)) @ v.T
+
+
+def test_closed_form_diagonal_gaussians():
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, -1.0, 2.0])
+    v1, v2 = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum(v1 + v2 - 2 * np.sqrt(v1 * v2))  # 5 + 5 = 10
+    got = F.frechet_distance(F.FeatureStats(mu1, np.diag(v1), 10), F.FeatureStats(mu2, np.diag(v2), 10))
+    assert got == pytest.approx(expected, rel=1e-9) and expected == pytest.approx(10.0)
+
+
+def test_closed_form_full_covariance_against_identity():
+    rng = np.random.default_rng(0)
+    s = _spd(rng, 6)
+    mu = rng.normal(size=6)
+    expected = mu @ mu + np.trace(s) + 6 - 2 * np.trace(_sqrtm_spd(s))
+    got = F.frechet_distance(F.FeatureStats(mu, s, 2), F.FeatureStats(np.zeros(6), np.eye(6), 2))
+    assert got == pytest.approx(expected, rel=1e-7)
+
+
+def test_sampled_gaussians_approach_closed_form():
+    rng = np.random.default_rng(1)
+    s1, s2 = _spd(rng, 4), _spd(rng, 4)
+    m1, m2 = np.zeros(4), np.full(4, 0.5)
+    x1 = rng.multivariate_normal(m1, s1, size=40000)
+    x2 = rng.multivariate_normal(m2, s2, size=40000)
+    exact = F.frechet_distance(F.FeatureStats(m1, s1, 0), F.FeatureStats(m2, s2, 0))
+    assert F.fid_from_features(x1, x2) == pytest.approx(exact, rel=0.05)
+
+
+def test_set_with_itself_is_zero_and_symmetric():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(500, 8)), rng.normal(size=(500, 8)) + 0.3
+    assert abs(F.fid_from_features(x, x)) < 1e-6
+    assert F.fid_from_features(x, y) == pytest.approx(F.fid_from_features(y, x), rel=1e-6)
+
+
+def _tiny_cnn():
+    torch.manual_seed(0)
+    return F.CNNFeatures(SmallCNNClassifier(channels=(4, 8), feat_dim=8).eval())
+
+
+def test_fid_grows_with_added_noise():
+    ext = _tiny_cnn()
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(400, 1, 32, 32, generator=gen) * 2 - 1
+    ref = F.gaussian_stats(F.extract(ext, base, batch_size=128))
+    scores = [F.fid((base + s * torch.randn(base.shape, generator=gen)).clamp(-1, 1), ref, ext)
+              for s in (0.0, 0.2, 0.5, 1.0)]
+    assert scores[0] < 1e-6
+    assert all(a < b for a, b in zip(scores, scores[1:])), scores
+
+
+def test_gaussian_stats_rejects_bad_features():
+    with pytest.raises(ValueError, match="N >= 2"):
+        F.gaussian_stats(np.zeros((1, 3)))
+    bad = np.zeros((4, 3))
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite values in 1 rows"):
+        F.gaussian_stats(bad)
+    with pytest.raises(ValueError, match="feature dimensions"):
+        F.frechet_distance(F.FeatureStats(np.zeros(2), np.eye(2), 2), F.FeatureStats(np.zeros(3), np.eye(3), 2))
+
+
+def test_reference_stats_are_cached(tmp_path):
+    ext = _tiny_cnn()
+    images = torch.rand(50, 1, 32, 32) * 2 - 1
+    first = F.reference_stats(ext, lambda: images, key="ref", cache=tmp_path)
+    assert (tmp_path / "fid" / f"ref_{ext.name}.npz").is_file()
+
+    def fail():
+        raise AssertionError("the cache was not used")
+
+    again = F.reference_stats(ext, fail, key="ref", cache=tmp_path)
+    np.testing.assert_array_equal(first.sigma, again.sigma)
+    assert again.n == 50
+
+
+def test_cnn_features_from_file_and_sha(tmp_path):
+    torch.manual_seed(0)
+    kwargs = {"channels": [4, 8], "feat_dim": 8}
+    model = SmallCNNClassifier(**kwargs).eval()
+    path = tmp_path / "cnn.safetensors"
+    sha = save_modules(path, {"classifier": model}, {"dataset": "fmnist", "kwargs": kwargs})
+    ext = F.CNNFeatures.from_file(path, sha256=sha)
+    x = torch.rand(3, 1, 32, 32)
+    torch.testing.assert_close(ext(x), model.features(x))
+    assert ext.name == f"fmnist-cnn-{sha[:12]}"
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        F.CNNFeatures.from_file(path, sha256="0" * 64)
+    with pytest.raises(FileNotFoundError, match="train_fmnist_classifier"):
+        F.CNNFeatures.from_file(tmp_path / "missing.safetensors")
+
+
+def test_inception_weights_missing_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv(F.INCEPTION_ENV, raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(F.InceptionWeightsMissing) as e:
+        F.InceptionFeatures()
+    msg = str(e.value)
+    assert F.INCEPTION_ENV in msg and F.INCEPTION_URL in msg and str(tmp_path / "checkpoints") in msg
+    monkeypatch.setenv(F.INCEPTION_ENV, str(tmp_path / "nope.pth"))
+    with pytest.raises(F.InceptionWeightsMissing, match="nope.pth"):
+        F.InceptionFeatures()
+    fake = tmp_path / "fake.pth"
+    torch.save({}, fake)
+    with pytest.raises(ValueError, match="sha256"):
+        F.InceptionFeatures(weights=fake)
+
+
+def test_shipped_classifier_matches_its_sha256():
+    if not F.CNN_WEIGHTS.is_file():
+        pytest.skip("dgflow/weights/fmnist_cnn.safetensors not present")
+    ext = F.CNNFeatures.from_file()  # verified against F.CNN_SHA256
+    assert ext(torch.zeros(2, 1, 32, 32)).shape == (2, 128)
