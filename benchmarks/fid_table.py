@@ -8,9 +8,12 @@ For each base, ``--n`` prior latents (seeded) are refined for ``--steps`` gradie
 DGflow (KL for WGAN-GP; logD and KL for SN-DCGAN, or ``--divergence``), DDLS (eps
 ``--ddls-eps``) and DOT (Adam lr ``--dot-lr``, K_eff from 500 latent pairs), all with the same
 number of critic-gradient steps and the same starting latents. FID against the test split's
-cached statistics is taken every ``--every`` steps. Writes ``benchmarks/results/fid_<dataset>[_tag]``
+cached statistics is taken every ``--every`` steps, and so is the validation FID against 10,000
+*train*-split images, which (with :class:`dgflow.stopping.LogitMatch` on 2,000 other train images)
+chooses a stopping step for every method without the test split. A row "DGflow defaults" runs
+``refine`` with its own defaults. Writes ``benchmarks/results/fid_<dataset>[_tag]``
 ``.json`` / ``.md`` (table) / ``_steps.png`` (FID vs step) / ``_samples_<base>.png`` (the first
-64 samples before and after). A run of some ``--bases`` keeps the other bases' results of an
+64 samples of the base and of each method at its validation-chosen step). A run of some ``--bases`` keeps the other bases' results of an
 earlier run with the same settings, so the bases can be run one at a time. FID numbers on the
 FMNIST-CNN features are "FID (FMNIST-CNN features)", not Inception FID; N is reported with each.
 Nothing is tuned here: the step sizes are the paper's defaults unless given on the command line.
@@ -30,8 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from configs import image_data  # noqa: E402
 
 import dgflow  # noqa: E402
+from dgflow.baselines import ddls, dot  # noqa: E402
 from dgflow.io import load_modules, read_metadata, sha256_of  # noqa: E402
 from dgflow.metrics import fid as fidlib  # noqa: E402
+from dgflow.stopping import LogitMatch, mean_logit  # noqa: E402
 from dgflow.zoo import import_object  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,15 +57,14 @@ def load_base(path: Path, device: torch.device):
 
 
 class Recorder:
-    """Callback keeping the latents (and mean logit) every ``every`` steps, before each update."""
+    """Callback keeping every state and the mean logit of every step (before its update)."""
 
-    def __init__(self, every: int):
-        self.every, self.states, self.d_mean = every, {}, {}
+    def __init__(self):
+        self.states, self.d_mean = {}, {}
 
     def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor) -> None:
-        if step % self.every == 0:
-            self.states[step] = z.detach().clone()
-            self.d_mean[step] = float(logits.mean())
+        self.states[step] = z.detach().clone()
+        self.d_mean[step] = float(logits.mean())
 
 
 def methods_for(base: str, a: argparse.Namespace) -> dict[str, tuple]:
@@ -68,12 +72,9 @@ def methods_for(base: str, a: argparse.Namespace) -> dict[str, tuple]:
     divs = a.divergence or DEFAULT_DIVERGENCES.get(base, ["kl"])
     out = {f"DGflow-{dv}": (dgflow.refine, dict(eta=a.eta, gamma=a.gamma, divergence=dv, **a.refine_opt))
            for dv in divs}
+    if not a.no_defaults:
+        out["DGflow defaults"] = (dgflow.refine, {})  # refine's own defaults, whatever they are
     if a.no_baselines:
-        return out
-    try:
-        from dgflow.baselines import ddls, dot
-    except ImportError:
-        print("dgflow.baselines not importable: running without DDLS and DOT", flush=True)
         return out
     out["DDLS"] = (ddls, dict(eps=a.ddls_eps))
     out["DOT"] = (dot, dict(lr=a.dot_lr))
@@ -81,17 +82,23 @@ def methods_for(base: str, a: argparse.Namespace) -> dict[str, tuple]:
 
 
 def run_method(fn, kwargs: dict, g, d, z: torch.Tensor, a: argparse.Namespace, seed: int):
-    """Refine ``z``; returns ({step: latents}, {step: mean logit}, seconds)."""
-    rec = Recorder(a.every)
+    """Refine ``z``; returns ({step: latents}, {step: mean logit}, seconds) for every step."""
+    rec = Recorder()
     t0 = time.perf_counter()
     z_out = fn(g, d, z, steps=a.steps, batch_size=a.batch_size, generator_rng=seed, callback=rec,
                progress=True, **kwargs)
     secs = time.perf_counter() - t0
     rec.states[a.steps] = z_out
-    with torch.no_grad():
-        rec.d_mean[a.steps] = float(torch.cat([d(dgflow.generate(g, z_out[i:i + a.batch_size]))
-                                               for i in range(0, len(z_out), a.batch_size)]).mean())
+    rec.d_mean[a.steps] = mean_logit(d, dgflow.generate(g, z_out, a.batch_size), a.batch_size)
     return rec.states, rec.d_mean, secs
+
+
+def validation_split(dataset: str, seed: int, data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Held-out data for choosing the stopping step, from the *train* split (never the test split):
+    10,000 images for the validation FID reference and 2,000 others for the real-logit target."""
+    train = image_data.load_images(dataset, "train", data_dir)
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return train[perm[:10000]], train[perm[10000:12000]]
 
 
 def make_extractor(kind: str, a: argparse.Namespace, device: torch.device):
@@ -103,29 +110,47 @@ def make_extractor(kind: str, a: argparse.Namespace, device: torch.device):
     return ext, "FID (FMNIST-CNN features)", {**info, "sha256": sha256_of(a.classifier)}
 
 
-def evaluate_base(base: str, path: Path, ext, ref, a: argparse.Namespace, device) -> dict:
+def evaluate_base(base: str, path: Path, ext, refs: dict, a: argparse.Namespace, device) -> dict:
+    """Every method on one base: test FID every ``--every`` steps, and the steps two stopping rules
+    choose without the test split (best validation FID on the grid; LogitMatch), with their test FID."""
     g, d, meta = load_base(path, device)
     z = torch.randn(a.n, meta["generator"]["z_dim"], generator=torch.Generator().manual_seed(a.seed)).to(device)
+    target = mean_logit(d, refs["real"].to(device), a.batch_size)
+    stats = {}
 
-    def score(latents: torch.Tensor) -> float:
-        return fidlib.fid(dgflow.generate(g, latents, a.batch_size), ref, ext, a.batch_size)
+    def fids(key, latents: torch.Tensor) -> dict:
+        if key not in stats:
+            x = dgflow.generate(g, latents, a.batch_size)
+            stats[key] = fidlib.gaussian_stats(fidlib.extract(ext, x, a.batch_size))
+        return {k: fidlib.frechet_distance(stats[key], refs[k]) for k in ("test", "val")}
 
-    base_fid = score(z)
+    base_fid = fids("base", z)
     out = {"weights": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-           "sha256": sha256_of(path), "fid_base": base_fid, "methods": {}}
+           "sha256": sha256_of(path), "fid_base": base_fid["test"], "val_fid_base": base_fid["val"],
+           "target_logit": target, "methods": {}}
     grids = {"base": dgflow.generate(g, z[:64]).cpu()}
-    print(f"{base}: base FID {base_fid:.3f} (N={a.n})", flush=True)
+    print(f"{base}: base FID {base_fid['test']:.3f} (N={a.n})", flush=True)
     for name, (fn, kw) in methods_for(base, a).items():
+        stats = {"base": stats["base"]}
         states, d_mean, secs = run_method(fn, kw, g, d, z, a, a.seed + 1)
-        curve = {s: (base_fid if s == 0 else score(states[s])) for s in sorted(states)}
-        final = curve[a.steps]
-        out["methods"][name] = {"kwargs": kw, "steps": a.steps, "fid_by_step": curve, "fid": final,
-                                "rel_change": (final - base_fid) / base_fid, "d_mean_by_step": d_mean,
-                                "best_step": min(curve, key=curve.get), "refine_seconds": round(secs, 1),
-                                "seconds_per_1k": round(secs * 1000 / a.n, 1)}
-        grids[name] = dgflow.generate(g, states[a.steps][:64]).cpu()
-        print(f"{base} {name}: FID {final:.3f} ({100 * (final - base_fid) / base_fid:+.1f}%), "
-              f"curve {[round(v, 2) for v in curve.values()]}, {secs:.0f} s", flush=True)
+        grid = list(range(0, a.steps, a.every)) + [a.steps]
+        curve = {s: fids(s, states[s]) for s in grid}
+        logit_rule = LogitMatch.from_target(target)
+        stop_logit = next((s for s in range(a.steps + 1) if logit_rule(s, None, torch.tensor([d_mean[s]]))), a.steps)
+        stop_val = min(grid, key=lambda s: (curve[s]["val"], s))
+        stops = {"validation": stop_val, "logit match": stop_logit}
+        final = curve[a.steps]["test"]
+        out["methods"][name] = {
+            "kwargs": kw, "steps": a.steps, "fid_by_step": {s: c["test"] for s, c in curve.items()},
+            "val_fid_by_step": {s: c["val"] for s, c in curve.items()}, "fid": final,
+            "rel_change": (final - base_fid["test"]) / base_fid["test"], "d_mean_by_step": d_mean,
+            "stops": stops, "fid_at_stop": {k: fids(s, states[s])["test"] for k, s in stops.items()},
+            "best_step": min(curve, key=lambda s: curve[s]["test"]), "refine_seconds": round(secs, 1),
+            "seconds_per_1k": round(secs * 1000 / a.n, 1)}
+        grids[f"{name} @{stop_val}"] = dgflow.generate(g, states[stop_val][:64]).cpu()
+        print(f"{base} {name}: FID {final:.3f} ({100 * (final - base_fid['test']) / base_fid['test']:+.1f}%), "
+              f"curve {[round(c['test'], 2) for c in curve.values()]}, stops {stops} -> "
+              f"{ {k: round(v, 2) for k, v in out['methods'][name]['fid_at_stop'].items()} }, {secs:.0f} s", flush=True)
     return out, grids
 
 
@@ -133,16 +158,24 @@ def write_markdown(res: dict, path: Path) -> None:
     lines = [f"# {res['metric']} on {res['dataset']}, N = {res['n']:,} per set", "",
              f"Reference: {res['reference']}. Feature extractor: {res['extractor']}"
              + (f" (classifier test accuracy {res['classifier']['test_accuracy']:.4f})."
-                if res.get("classifier") else ".") + f" {res['steps']} gradient steps for every method.", "",
+                if res.get("classifier") else ".") + f" Up to {res['steps']} gradient steps for every method. "
+             "Stopping rules, chosen without the test split: *val* = the recorded step with the lowest FID "
+             "against 10,000 train-split images; *logit* = dgflow.stopping.LogitMatch with 2,000 other "
+             "train-split images (the first step whose mean critic logit reaches theirs).", "",
              "| base | method | settings | FID@0 | " + " | ".join(f"@{s}" for s in res["record_steps"][1:])
-             + " | change | s / 1k samples |",
-             "|---|---|---|---|" + "---|" * (len(res["record_steps"]) - 1) + "---|---|"]
+             + f" | change @{res['steps']} | val stop: step → FID (change) | logit stop: step → FID | s / 1k samples |",
+             "|---|---|---|---|" + "---|" * (len(res["record_steps"]) - 1) + "---|---|---|---|"]
     for base, r in res["bases"].items():
         for name, m in r["methods"].items():
-            kw = ", ".join(f"{k}={v}" for k, v in m["kwargs"].items())
+            kw = ", ".join(f"{k}={v}" for k, v in m["kwargs"].items()) or "refine() defaults"
             curve = " | ".join(f"{m['fid_by_step'][s]:.2f}" for s in res["record_steps"][1:])
+            stops = m.get("stops", {})
+            at = m.get("fid_at_stop", {})
+            val = (f"{stops['validation']} → {at['validation']:.2f} "
+                   f"({100 * (at['validation'] - r['fid_base']) / r['fid_base']:+.1f}%)") if "validation" in at else "–"
+            logit = f"{stops['logit match']} → {at['logit match']:.2f}" if "logit match" in at else "–"
             lines.append(f"| {BASE_LABELS.get(base, base)} | {name} | {kw} | {r['fid_base']:.2f} | {curve} | "
-                         f"{100 * m['rel_change']:+.1f}% | {m['seconds_per_1k']} |")
+                         f"{100 * m['rel_change']:+.1f}% | {val} | {logit} | {m['seconds_per_1k']} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -196,8 +229,9 @@ def merge_previous(res: dict, path: Path) -> dict:
     old = json.loads(path.read_text())
     for r in old.get("bases", {}).values():  # JSON turned the step keys into strings
         for m in r["methods"].values():
-            for k in ("fid_by_step", "d_mean_by_step"):
-                m[k] = {int(s): v for s, v in m[k].items()}
+            for k in ("fid_by_step", "val_fid_by_step", "d_mean_by_step"):
+                if k in m:
+                    m[k] = {int(s): v for s, v in m[k].items()}
     if any(old.get(k) != res.get(k) for k in MERGE_KEYS):
         print(f"{path}: earlier results use other settings; overwriting them", flush=True)
         return res
@@ -228,6 +262,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--refine-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="extra dgflow.refine keyword (YAML value), repeatable")
     p.add_argument("--no-baselines", action="store_true", help="run DGflow only (e.g. a step-size study)")
+    p.add_argument("--no-defaults", action="store_true", help="skip the row of refine's own defaults")
     p.add_argument("--ddls-eps", type=float, default=0.01)
     p.add_argument("--dot-lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, help=f"chunk size, default {EVAL['batch_size']} (or the config's)")
@@ -265,6 +300,10 @@ def main(argv=None) -> int:
         return 2
     ref = fidlib.reference_stats(ext, lambda: image_data.load_images(ds, "test", a.data_dir), key=f"{ds}_test",
                                  cache=a.cache, batch_size=a.batch_size, progress=True)
+    val_images, real = validation_split(ds, a.seed, a.data_dir)
+    val = fidlib.reference_stats(ext, lambda: val_images, key=f"{ds}_train10k_s{a.seed}", cache=a.cache,
+                                 batch_size=a.batch_size, progress=True)
+    refs = {"test": ref, "val": val, "real": real}
     res = {"dataset": ds, "metric": metric, "extractor": ext.name, "n": a.n, "steps": a.steps,
            "record_steps": list(range(0, a.steps, a.every)) + [a.steps],
            "reference": f"{ds} test split, {ref.n:,} images (cached statistics)", "classifier": cls_info,
@@ -276,7 +315,7 @@ def main(argv=None) -> int:
     for base in a.bases:
         t0 = time.perf_counter()
         path = Path(a.weights_dir) / f"{ds}_{base}.safetensors"
-        res["bases"][base], grids = evaluate_base(base, path, ext, ref, a, dev)
+        res["bases"][base], grids = evaluate_base(base, path, ext, refs, a, dev)
         res["seconds_by_base"][base] = round(time.perf_counter() - t0, 1)
         plot_samples(base, grids, Path(f"{stem}_samples_{base}.png"))
     res = merge_previous(res, Path(f"{stem}.json"))  # bases may be run separately (or in parallel)

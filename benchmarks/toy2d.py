@@ -46,17 +46,19 @@ from dgflow.metrics.toy2d import emd, report  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_REFINE = ["kl:0.1:0.01", "js:0.1:0.01", "logd:0.1:0.01", "kl:0.01:0.01", "js:0.01:0.01", "logd:0.01:0.01",
-                  "kl:auto:0.01", "js:0.01:0.01:critic=platt", "logd:0.01:0.01:critic=platt"]
+                  "js:0.01:0.01:critic=platt", "logd:0.01:0.01:critic=platt", "defaults"]
 SHIPPED = Path(__file__).parent.parent / "dgflow" / "weights"
 LOSS_LABEL = {"wgan-gp": "WGAN-GP", "ns": "NS"}
 
 
 def parse_refine(spec: str) -> dict:
-    """``div:eta:gamma[:key=value...]`` -> refine kwargs plus a label.
+    """``div:eta:gamma[:key=value...]`` (or ``defaults``: refine's own) -> refine kwargs plus a label.
 
     Extra keys go to refine, except ``critic=platt``: refine the Platt-scaled critic (as DRS and
     MH-GAN do) instead of the raw one.
     """
+    if spec == "defaults":  # refine() with its own defaults, whatever they are
+        return {"label": "DGflow defaults", "kwargs": {}}
     parts = spec.split(":")
     if len(parts) < 3:
         raise argparse.ArgumentTypeError(f"--refine {spec!r}: expected divergence:eta:gamma[:key=value...]")

@@ -6,7 +6,8 @@ from .calibration import calibrate, calibration_report
 from .critics import LogitCritic, as_logit, thermalize_spectral_norm
 from .divergences import get_weight, make_weight
 from .fit import FittedCritic, fit_critic
-from .flow import auto_eta, generate, refine, step_stats
+from .flow import generate, refine, step_stats
+from .steps import auto_eta
 from .models import GaussianPrior, LatentGenerator, as_generator
 
 __version__ = "0.1.0"

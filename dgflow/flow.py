@@ -23,14 +23,13 @@ from tqdm.auto import tqdm
 from ._checks import (as_logits, check_batch_size, check_float, check_int, check_latents, make_rng)
 from .divergences import DivergenceLike, Weight, get_weight
 from .models.protocol import modules_of
+from .steps import AUTO_STEP, drift, resolve_step
 
 logger = logging.getLogger("dgflow")
 
-#: default median latent step length of ``eta="auto"``
-AUTO_STEP = 0.02
-
 Model = Callable[[torch.Tensor], torch.Tensor]
 Callback = Callable[..., None]
+Stop = Callable[[int, torch.Tensor, torch.Tensor], bool]
 ODE_SOLVERS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun", "rk4", "midpoint", "euler_ode")
 
 
@@ -91,8 +90,16 @@ def _chunked_logits_and_grad(generator, critic, state: torch.Tensor, chunks: lis
     return logits, grad
 
 
-def _bcast(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return w.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+def record_steps(steps: int, every: int) -> list[int]:
+    """The steps ``refine(..., steps=steps, return_trajectory=every)`` records: 0, every, ..., steps."""
+    return sorted(set(range(0, steps + 1, every)) | {steps})
+
+
+def _stopped(stop: Stop | None, step: int, state: torch.Tensor, logits: torch.Tensor) -> bool:
+    if stop is None or not bool(stop(step, state, logits)):
+        return False
+    logger.info("dgflow: stop rule ended the flow at step %d", step)
+    return True
 
 
 def _chunks(n: int, batch_size: int | None) -> list[slice]:
@@ -158,6 +165,8 @@ def refine(
     callback: Callback | None = None,
     progress: bool = False,
     eval_mode: bool = True,
+    clip: float | None = None,
+    stop: Stop | None = None,
 ):
     """Refine latents ``z`` by Discriminator Gradient Flow; returns the refined latents.
 
@@ -172,7 +181,7 @@ def refine(
         steps: number of flow steps (``0`` returns a copy of ``z``).
         eta: step size of the flow (time per step), or ``"auto"``: chosen once, from the
             first step, so that the median drift length ||eta * s(d) grad d|| over the batch is
-            ``auto_step`` (see :func:`auto_eta`). This makes the step invariant to the
+            ``auto_step`` (see :func:`dgflow.steps.auto_eta`). This makes the step invariant to the
             critic's scale; the paper's fixed value is ``eta=0.1``.
         gamma: entropy weight; the diffusion adds sqrt(2 gamma eta) N(0, I) each step.
         auto_step: median latent step length targeted by ``eta="auto"``.
@@ -192,6 +201,14 @@ def refine(
         progress: show a tqdm bar with per-step diagnostics.
         eval_mode: run the models in eval mode (no batch-norm statistics or spectral-norm
             power iterations are updated); their modes are restored afterwards.
+        clip: cap every sample's drift length ||s(d) grad d|| at ``clip`` times the median
+            drift length of the first step (``None``: no cap). Scale-free like ``eta="auto"``;
+            it stops the few samples with a huge gradient (common with non-saturating
+            critics) from jumping across the latent space in one step.
+        stop: optional predicate ``stop(step, z_step, logits) -> bool`` checked before each
+            update; when it returns True the flow ends there and ``z_step`` is returned (so
+            ``steps`` becomes a maximum). :class:`dgflow.stopping.LogitMatch` stops once the
+            critic scores the batch like held-out real data.
 
     The models come back exactly as they were: parameters, ``requires_grad`` flags and
     train/eval modes are restored and no parameter ``.grad`` is accumulated.
@@ -207,6 +224,10 @@ def refine(
         check_float(auto_step, "auto_step", positive=True)
     else:
         eta = check_float(eta, "eta", positive=True)
+    if clip is not None:
+        clip = check_float(clip, "clip", positive=True)
+    if stop is not None and not callable(stop):
+        raise TypeError(f"stop must be callable (step, z, logits) -> bool or None, got {type(stop).__name__}")
     gamma = check_float(gamma, "gamma", nonnegative=True)
     weight = get_weight(divergence)
     batch_size = check_batch_size(batch_size)
@@ -224,19 +245,19 @@ def refine(
                                                   else check_int(return_trajectory, "return_trajectory", 1))
     rng = make_rng(generator_rng, z.device)
     cb = _make_callback(callback)
-    record = sorted(set(range(0, steps + 1, every)) | {steps}) if every else []
+    record = record_steps(steps, every) if every else []
 
     with frozen(generator, critic, eval_mode=eval_mode):
         run = _euler if solver == "euler" else _odeint
         out, traj = run(generator, critic, z.detach().clone(), steps, eta, gamma, weight, batch_size,
-                        rng, cb, progress, record, solver, rtol, atol, auto_step)
+                        rng, cb, progress, record, solver, rtol, atol, auto_step, clip, stop)
     if every:
         return out, torch.stack(traj)
     return out
 
 
 def _euler(generator, critic, state, steps, eta, gamma, weight: Weight, batch_size, rng, cb, progress,
-           record, solver, rtol, atol, auto_step):
+           record, solver, rtol, atol, auto_step, clip, stop):
     traj = [state.clone()] if 0 in record else []
     chunks = _chunks(len(state), batch_size)
     bar = tqdm(range(steps), disable=not progress, desc="dgflow", leave=False)
@@ -244,11 +265,16 @@ def _euler(generator, critic, state, steps, eta, gamma, weight: Weight, batch_si
         logits, grad = _chunked_logits_and_grad(generator, critic, state, chunks)
         _check_finite(step, logits, grad)
         if step == 0:
-            eta = _resolve_eta(eta, auto_step, weight, logits, grad)
+            eta, cap = resolve_step(eta, auto_step, clip, weight, logits, grad)
             noise_scale = math.sqrt(2.0 * gamma * eta)
         if cb is not None:
             cb(step, state, logits, grad)
-        delta = eta * _bcast(weight(logits), grad) * grad
+        if _stopped(stop, step, state, logits):
+            if record and step not in record:  # the last state belongs to the trajectory
+                traj.append(state.clone())
+            bar.close()
+            return state, traj
+        delta = drift(weight, logits, grad, eta, cap)
         if progress:
             bar.set_postfix({k: f"{v:.3g}" for k, v in step_stats(state, logits, grad, delta).items()})
         # The new state takes delta's memory and the noise is scaled and added in place: fewer
@@ -263,53 +289,41 @@ def _euler(generator, critic, state, steps, eta, gamma, weight: Weight, batch_si
 
 
 def _odeint(generator, critic, state, steps, eta, gamma, weight: Weight, batch_size, rng, cb, progress,
-            record, solver, rtol, atol, auto_step):
+            record, solver, rtol, atol, auto_step, clip, stop):
     from torchdiffeq import odeint
 
-    if isinstance(eta, str):
-        logits, grad = _chunked_logits_and_grad(generator, critic, state, _chunks(len(state), batch_size))
+    chunks = _chunks(len(state), batch_size)
+    cap = None
+    if isinstance(eta, str) or clip is not None:
+        logits, grad = _chunked_logits_and_grad(generator, critic, state, chunks)
         _check_finite(0, logits, grad)
-        eta = _resolve_eta(eta, auto_step, weight, logits, grad)
+        eta, cap = resolve_step(eta, auto_step, clip, weight, logits, grad)
 
     times = torch.arange(steps + 1, dtype=torch.float64, device=state.device) * eta
     times = times.to(state.dtype)
     paths = []
-    for s in tqdm(_chunks(len(state), batch_size), disable=not progress, desc="dgflow ode", leave=False):
+    for s in tqdm(chunks, disable=not progress, desc="dgflow ode", leave=False):
         def rhs(t, zc):
             d, g = logits_and_grad(generator, critic, zc)
             _check_finite(int(round(float(t) / eta)), d.float(), g)
-            return _bcast(weight(d.float()), g) * g
+            return drift(weight, d.float(), g, 1.0, cap)
 
         method = "euler" if solver == "euler_ode" else solver
         paths.append(odeint(rhs, state[s], times, method=method, rtol=rtol, atol=atol))
     path = torch.cat(paths, dim=1)  # (steps + 1, N, ...)
-    if cb is not None:
-        chunks = _chunks(len(state), batch_size)
+    end = steps
+    if cb is not None or stop is not None:  # both see the solution at the grid points
         for step in range(steps):
-            cb(step, path[step], *_chunked_logits_and_grad(generator, critic, path[step], chunks))
-    return path[-1].clone(), [path[k].clone() for k in record]
-
-
-def auto_eta(weight: Weight, logits: torch.Tensor, grad: torch.Tensor, auto_step: float = AUTO_STEP) -> float:
-    """The step size that makes the median drift length ||eta * s(d) grad d|| equal ``auto_step``.
-
-    Scaling the critic by any constant c scales grad d by c and so eta by 1/c: the KL flow's
-    steps, and hence the refined samples, do not depend on the critic's scale.
-    """
-    drift = (_bcast(weight(logits), grad) * grad).flatten(1).norm(dim=1)
-    med = float(drift.median()) if len(drift) else 0.0
-    if not med > 0 or not math.isfinite(med):
-        raise ValueError(f"eta='auto' needs a non-zero drift at the median sample (got {med}); "
-                         "the critic is flat here: pass a numeric eta")
-    return auto_step / med
-
-
-def _resolve_eta(eta, auto_step, weight, logits, grad) -> float:
-    if not isinstance(eta, str):
-        return eta
-    value = auto_eta(weight, logits, grad, auto_step)
-    logger.info("dgflow: eta='auto' chose eta=%.4g (median drift length %.3g)", value, auto_step)
-    return value
+            logits, grad = _chunked_logits_and_grad(generator, critic, path[step], chunks)
+            if cb is not None:
+                cb(step, path[step], logits, grad)
+            if _stopped(stop, step, path[step], logits):
+                end = step
+                break
+    keep = [k for k in record if k <= end]
+    if record and end not in keep:
+        keep.append(end)
+    return path[end].clone(), [path[k].clone() for k in keep]
 
 
 def generate(generator: Model, z: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:

@@ -141,13 +141,20 @@ def test_model_from_zoo_with_entry_settings_and_overrides(tmp_path, monkeypatch)
     assert main(["refine", "--model", "tiny-test", "--zoo", str(zoo), "-n", "10", "--eta", "0.02",
                  "--no-progress", "--out", str(out)]) == 0
     spec = json.loads((out / "run.json").read_text())
-    assert spec["refine"] == {"steps": 2, "eta": 0.02, "gamma": 0.0, "divergence": "kl"}
+    from dgflow.commands.refine import refine_defaults
+    # command line over the zoo entry over refine()'s own defaults
+    assert spec["refine"] == {"steps": 2, "eta": 0.02, "gamma": 0.0, "divergence": "kl",
+                              "clip": refine_defaults()["clip"]}
     assert spec["model"] == {"model": "tiny-test", "sha256": [sha]}
     gen = dgflow.as_generator(g, 2)
     from dgflow.distributed import chunk_latents
     z, rng = chunk_latents(gen.prior, 0, 0, 10)
     want = dgflow.refine(gen, d, z, steps=2, eta=0.02, gamma=0.0, generator_rng=rng)
     np.testing.assert_array_equal(load_shards(out)["z_refined"], want.numpy())
+    out2 = tmp_path / "out2"
+    assert main(["refine", "--model", "tiny-test", "--zoo", str(zoo), "-n", "4", "--clip", "none", "--no-progress",
+                 "--out", str(out2)]) == 0
+    assert json.loads((out2 / "run.json").read_text())["refine"]["clip"] is None
     with pytest.raises(SystemExit, match="--model nope"):
         main(["refine", "--model", "nope", "--zoo", str(zoo), "-n", "4", "--out", str(tmp_path / "x")])
 

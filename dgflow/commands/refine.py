@@ -29,8 +29,16 @@ from torch import nn
 
 from ..divergences import WEIGHTS
 
-#: refine() defaults used when neither the command line nor the zoo entry sets a value
-DEFAULTS = {"steps": 25, "eta": 0.1, "gamma": 0.01, "divergence": "kl"}
+#: refine() arguments the command line sets; unset ones come from the zoo entry, else refine()
+FLOW_ARGS = ("steps", "eta", "gamma", "divergence", "clip")
+
+
+def refine_defaults() -> dict:
+    """refine()'s own defaults of :data:`FLOW_ARGS` (one source of truth)."""
+    from ..flow import refine
+
+    params = inspect.signature(refine).parameters
+    return {k: params[k].default for k in FLOW_ARGS}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,12 +54,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="number of samples (under torchrun write -n or --num-samples: torchrun's own "
                         "parser takes --n for a prefix of its --nnodes)")
     p.add_argument("--out", required=True, help="output folder of the shards (resumed if it exists)")
-    flow = p.add_argument_group("flow (default: the zoo entry's settings, else steps 25, eta 0.1, "
-                                "gamma 0.01, kl)")
+    defaults = ", ".join(f"{k} {v}" for k, v in refine_defaults().items())
+    flow = p.add_argument_group(f"flow (default: the zoo entry's settings, else dgflow.refine's: {defaults})")
     flow.add_argument("--steps", type=int)
     flow.add_argument("--eta", type=_eta, help="step size, or 'auto' (see dgflow.refine)")
     flow.add_argument("--gamma", type=float)
     flow.add_argument("--divergence", choices=sorted(WEIGHTS))
+    flow.add_argument("--clip", type=_clip, help="cap on each sample's drift, in multiples of the first "
+                                                "step's median drift length, or 'none'")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     run.add_argument("--chunk-size", type=int, default=1000,
@@ -79,6 +89,15 @@ def _eta(value: str) -> float | str:
         return float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number or 'auto', got {value!r}") from None
+
+
+def _clip(value: str) -> float | str:
+    if value.lower() == "none":
+        return "none"  # explicit "no cap", distinct from the option being absent
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or 'none', got {value!r}") from None
 
 
 def load_object(spec: str, what: str) -> object:
@@ -183,11 +202,12 @@ def load_models(args: argparse.Namespace, device: torch.device):
 
 
 def refine_kwargs(args: argparse.Namespace, model_defaults: dict) -> dict:
-    """Command line over the model's settings over :data:`DEFAULTS`."""
-    kw = {**DEFAULTS, **model_defaults}
-    for key in DEFAULTS:
-        if getattr(args, key) is not None:
-            kw[key] = getattr(args, key)
+    """Command line over the model's settings over refine()'s defaults."""
+    kw = {**refine_defaults(), **model_defaults}
+    for key in FLOW_ARGS:
+        value = getattr(args, key)
+        if value is not None:
+            kw[key] = None if value == "none" else value
     if args.batch_size is not None:
         kw["batch_size"] = args.batch_size
     return kw

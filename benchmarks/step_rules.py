@@ -1,0 +1,331 @@
+"""Which step rule and which stopping rule should be refine's default? (issue: scale-free steps)
+
+    python benchmarks/step_rules.py            # every cached base; ~40 min here (2 workers)
+
+For every base found (the 2D toy bases of benchmarks/toy2d.py, all base seeds, and the
+Fashion-MNIST bases shipped in dgflow/weights), DGflow KL (gamma 0.01) is run from the same
+latents under each step rule for up to ``--max-steps`` steps, keeping every state. Then each
+stopping rule picks a step, and the samples at that step are scored on *test* data:
+
+* step rules: the paper's fixed eta 0.1, fixed eta 0.01, ``eta="auto"`` (median latent step
+  0.02), and ``eta="auto"`` with ``clip=3`` or ``clip=1`` (each sample's drift capped at 3x or
+  1x the first step's median drift length, i.e. at 0.06 or 0.02 latent units a step);
+* stopping rules: the paper's fixed 25 steps; :class:`dgflow.stopping.LogitMatch` with held-out
+  real samples (fraction 1 and 1/2 of the logit gap); the step with the best *validation* score
+  (EMD to a validation sample of fresh 2D data; FID against the Fashion-MNIST *train* split),
+  scanned every ``--val-every`` steps.
+
+Test scores: 2D: high-quality %, modes (>= 1 HQ sample), modes with >= 1% of HQ, EMD to a test
+sample of fresh data (POT, ``--emd-n`` points); images: FID (FMNIST-CNN features) against the test
+split, N = ``--image-n``. Nothing here looks at test scores to choose anything. Writes
+benchmarks/results/step_rules.json / .md / .png. Each base's result is cached under
+benchmarks/results/_scratch/step_rules/ (keyed by its settings), so a rerun only computes what changed.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import dgflow  # noqa: E402
+from dgflow.data import toy2d  # noqa: E402
+from dgflow.metrics.toy2d import emd, report  # noqa: E402
+from dgflow.stopping import LogitMatch  # noqa: E402
+
+RESULTS = HERE / "results"
+SCRATCH = RESULTS / "_scratch" / "step_rules"  # per-base results, reused by reruns (not committed)
+STEP_RULES = {"η=0.1": {"eta": 0.1}, "η=0.01": {"eta": 0.01}, "auto": {"eta": "auto"},
+              "auto, clip 3": {"eta": "auto", "clip": 3.0}, "auto, clip 1": {"eta": "auto", "clip": 1.0}}
+STOP_RULES = ("25 steps", "logit match", "logit match ½", "validation")
+GAMMA = 0.01
+
+
+class Keep:
+    """refine() callback keeping every state and the batch's mean logit."""
+
+    def __init__(self):
+        self.states: list[torch.Tensor] = []
+        self.d_mean: list[float] = []
+
+    def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor) -> None:
+        self.states.append(z.clone())
+        self.d_mean.append(float(logits.mean()))
+
+
+def trajectory(g, d, z, rule: dict, max_steps: int, seed: int, batch_size=None):
+    """States 0..max_steps and mean logits 0..max_steps of one refinement."""
+    keep = Keep()
+    z_end = dgflow.refine(g, d, z, steps=max_steps, gamma=GAMMA, divergence="kl", generator_rng=seed,
+                          callback=keep, batch_size=batch_size, **rule)
+    with torch.no_grad():
+        d_end = float(torch.cat([d(g(z_end[i:i + 1000])).flatten() for i in range(0, len(z_end), 1000)]).mean())
+    return keep.states + [z_end], keep.d_mean + [d_end]
+
+
+def logit_stop(d_mean: list[float], target: float, fraction: float) -> int:
+    """The step :class:`LogitMatch` stops at, replayed on recorded mean logits (last step if never)."""
+    rule = LogitMatch.from_target(target, fraction)
+    for step, m in enumerate(d_mean):
+        if rule(step, None, torch.tensor([m])):
+            return step
+    return len(d_mean) - 1
+
+
+def choose_steps(d_mean: list[float], target: float, val: dict[int, float], max_steps: int) -> dict[str, int]:
+    return {"25 steps": min(25, max_steps), "logit match": logit_stop(d_mean, target, 1.0),
+            "logit match ½": logit_stop(d_mean, target, 0.5),
+            "validation": min(val, key=lambda k: (val[k], k))}
+
+
+# ----------------------------------------------------------------------------- 2D bases
+def toy_bases(seeds: list[int]) -> list[dict]:
+    from toy2d import base_path
+
+    out = []
+    for dataset in toy2d.DATASETS:
+        for loss in ("wgan-gp", "ns"):
+            for s in seeds:
+                path = base_path(RESULTS / "bases", dataset, loss, s, 20000)
+                if path.is_file():
+                    out.append({"kind": "2d", "dataset": dataset, "loss": loss, "base_seed": s, "path": str(path),
+                                "label": f"{dataset} {loss} s{s}"})
+    return out
+
+
+def run_toy(job: dict) -> dict:
+    from toy2d import build
+
+    from dgflow.io import load_modules
+
+    torch.set_num_threads(1)
+    a = job["args"]
+    g, d = build(job["base_seed"])
+    load_modules(job["path"], {"generator": g, "critic": d})
+    g.eval(), d.eval()
+    ds = job["dataset"]
+    z = torch.randn(a.n, 2, generator=torch.Generator().manual_seed(a.seed))
+    val_ref = toy2d.sample(ds, a.emd_n, torch.Generator().manual_seed(a.seed + 1))
+    test_ref = toy2d.sample(ds, a.emd_n, torch.Generator().manual_seed(a.seed + 2))
+    real = toy2d.sample(ds, 2000, torch.Generator().manual_seed(a.seed + 3))
+    target = LogitMatch(d, real).target
+    out = {**{k: v for k, v in job.items() if k != "args"}, "target_logit": target, "rules": {}}
+    for name, rule in STEP_RULES.items():
+        states, d_mean = trajectory(g, d, z, rule, a.max_steps, a.seed + 4)
+        xs = {}
+
+        def x_at(k):
+            if k not in xs:
+                xs[k] = dgflow.generate(g, states[k])
+            return xs[k]
+
+        val = {k: emd(x_at(k)[: a.emd_n], val_ref) for k in range(0, a.max_steps + 1, a.val_every)}
+        stops = choose_steps(d_mean, target, val, a.max_steps)
+        curve = sorted(set(range(0, a.max_steps + 1, a.val_every)) | set(stops.values()))
+        test = {}
+        for k in curve:
+            r = report(ds, x_at(k))
+            test[k] = {"hq": r["hq"], "modes": r.get("modes"), "modes_1pct": r.get("modes_1pct"),
+                       "emd": emd(x_at(k)[: a.emd_n], test_ref)}
+        out["rules"][name] = {"d_mean": d_mean, "val": val, "stops": stops, "test": test}
+        print(f"{job['label']:28s} {name:10s} stops {stops} test EMD "
+              f"{test[0]['emd']:.3f} -> {[round(test[s]['emd'], 3) for s in stops.values()]}", flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- image bases
+def image_bases() -> list[dict]:
+    return [{"kind": "image", "dataset": "fmnist", "loss": p.stem.split("_", 1)[1], "path": str(p),
+             "label": f"fmnist {p.stem.split('_', 1)[1]}"}
+            for p in sorted((HERE.parent / "dgflow" / "weights").glob("fmnist_*gan*.safetensors"))]
+
+
+def run_image(job: dict) -> dict:
+    from fid_table import load_base, validation_split
+
+    from dgflow.data import fmnist
+    from dgflow.metrics import fid as fidlib
+
+    torch.set_num_threads(1)
+    a = job["args"]
+    g, d, meta = load_base(Path(job["path"]), torch.device("cpu"))
+    ext = fidlib.CNNFeatures.from_file()
+    test_ref = fidlib.reference_stats(ext, lambda: fmnist.load_tensor("test")[0], key="fmnist_test")
+    val_images, real = validation_split("fmnist", a.seed)
+    val_ref = fidlib.reference_stats(ext, lambda: val_images, key=f"fmnist_train10k_s{a.seed}")
+    target = LogitMatch(d, real, batch_size=500).target
+    z = torch.randn(a.image_n, meta["generator"]["z_dim"], generator=torch.Generator().manual_seed(a.seed))
+    out = {**{k: v for k, v in job.items() if k != "args"}, "target_logit": target, "rules": {}}
+    for name, rule in STEP_RULES.items():
+        t0 = time.perf_counter()
+        states, d_mean = trajectory(g, d, z, rule, a.image_max_steps, a.seed + 4, batch_size=500)
+        feats = {}
+
+        def fid_at(k, ref):
+            if k not in feats:
+                x = dgflow.generate(g, states[k], 500)
+                feats[k] = fidlib.gaussian_stats(fidlib.extract(ext, x, 500))
+            return fidlib.frechet_distance(feats[k], ref)
+
+        val = {k: fid_at(k, val_ref) for k in range(0, a.image_max_steps + 1, a.image_val_every)}
+        stops = choose_steps(d_mean, target, val, a.image_max_steps)
+        curve = sorted(set(val) | set(stops.values()))
+        test = {k: {"fid": fid_at(k, test_ref)} for k in curve}
+        out["rules"][name] = {"d_mean": d_mean, "val": val, "stops": stops, "test": test,
+                              "seconds": round(time.perf_counter() - t0, 1)}
+        print(f"{job['label']:28s} {name:10s} stops {stops} test FID {test[0]['fid']:.2f} -> "
+              f"{[round(test[s]['fid'], 2) for s in stops.values()]}", flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- summary
+def score_of(res: dict, rule: str, step: int) -> float:
+    """The test distance to data (2D: EMD, images: FID) at ``step``."""
+    t = res["rules"][rule]["test"][step]
+    return t["fid"] if "fid" in t else t["emd"]
+
+
+def summarise(results: list[dict]) -> dict:
+    """Per (step rule, stop rule): mean and worst relative change of the test distance, and the
+    share of bases improved / with no mode lost (2D 25Gaussians)."""
+    out = {}
+    for rule in STEP_RULES:
+        for stop in STOP_RULES:
+            rel, modes_kept, improved = [], [], 0
+            for res in results:
+                step = res["rules"][rule]["stops"][stop]
+                base, after = score_of(res, rule, 0), score_of(res, rule, step)
+                rel.append((after - base) / base)
+                improved += after < base
+                t0, t1 = res["rules"][rule]["test"][0], res["rules"][rule]["test"][step]
+                if t0.get("modes_1pct") is not None:
+                    modes_kept.append(t1["modes_1pct"] >= t0["modes_1pct"] and t1["modes"] >= t0["modes"])
+            out[f"{rule} | {stop}"] = {
+                "mean_rel_change": sum(rel) / len(rel), "worst_rel_change": max(rel), "improved": improved,
+                "bases": len(rel), "modes_kept": sum(modes_kept), "mode_bases": len(modes_kept)}
+    return out
+
+
+def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
+    lines = ["## Step and stopping rules", "", f"Command: `{a.command}` ({wall / 60:.1f} min wall, "
+             f"{a.workers} workers). DGflow KL, γ = {GAMMA}; 2D: N = {a.n}, up to {a.max_steps} steps, EMD on "
+             f"{a.emd_n} points; Fashion-MNIST: N = {a.image_n}, up to {a.image_max_steps} steps, FID "
+             "(FMNIST-CNN features) against the test split. Validation: EMD to another fresh sample (2D), "
+             "FID against 10k train images (Fashion-MNIST). Relative change of the test distance (EMD or "
+             "FID) from the base to the chosen step; lower is better.", "",
+             "| step rule | stop rule | mean change | worst change | bases improved | 25G modes kept |",
+             "|---|---|---|---|---|---|"]
+    for key, s in summary.items():
+        rule, stop = key.split(" | ")
+        lines.append(f"| {rule} | {stop} | {100 * s['mean_rel_change']:+.1f}% | {100 * s['worst_rel_change']:+.1f}% "
+                     f"| {s['improved']}/{s['bases']} | {s['modes_kept']}/{s['mode_bases']} |")
+    lines += ["", "Per base (test score at the chosen step; 2D: HQ % / modes / modes ≥1% / EMD; images: FID):", "",
+              "| base | step rule | base score | " + " | ".join(STOP_RULES) + " |",
+              "|---|---|---|" + "---|" * len(STOP_RULES)]
+    for res in results:
+        for rule, r in res["rules"].items():
+            cells = [f"{fmt_test(r['test'][s])} @{s}" for s in r["stops"].values()]
+            lines.append(f"| {res['label']} | {rule} | {fmt_test(r['test'][0])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def fmt_test(t: dict) -> str:
+    if "fid" in t:
+        return f"{t['fid']:.2f}"
+    modes = f"/{t['modes']}/{t['modes_1pct']}" if t.get("modes") is not None else ""
+    return f"{100 * t['hq']:.1f}{modes}/{t['emd']:.3f}"
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(results), figsize=(2.6 * len(results), 5), squeeze=False)
+    for j, res in enumerate(results):
+        for rule, r in res["rules"].items():
+            steps = sorted(r["test"])
+            line, = axes[0, j].plot(steps, [score_of(res, rule, k) for k in steps], label=rule)
+            axes[1, j].plot(r["d_mean"], color=line.get_color())
+            stop = r["stops"]["logit match"]
+            axes[0, j].plot([stop], [score_of(res, rule, stop)], "o", color=line.get_color())
+        axes[1, j].axhline(res["target_logit"], color="k", ls=":", lw=1)
+        axes[0, j].set_title(res["label"], fontsize=7)
+        axes[0, j].set_ylabel("test FID" if res["kind"] == "image" else "test EMD", fontsize=7)
+        axes[1, j].set_ylabel("mean logit (dotted: real)", fontsize=7)
+        axes[1, j].set_xlabel("step", fontsize=7)
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--n", type=int, default=5000)
+    p.add_argument("--emd-n", type=int, default=1000)
+    p.add_argument("--max-steps", type=int, default=100)
+    p.add_argument("--val-every", type=int, default=5)
+    p.add_argument("--image-n", type=int, default=5000)
+    p.add_argument("--image-max-steps", type=int, default=40)
+    p.add_argument("--image-val-every", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--fresh", action="store_true", help="recompute bases cached in " + str(SCRATCH))
+    p.add_argument("--no-images", action="store_true")
+    p.add_argument("--no-2d", action="store_true")
+    p.add_argument("--out", default=str(RESULTS / "step_rules"))
+    a = p.parse_args(argv)
+    a.command = " ".join(["python benchmarks/step_rules.py", *(sys.argv[1:] if argv is None else argv)])
+    t0 = time.perf_counter()
+    jobs = ([] if a.no_images else image_bases()) + ([] if a.no_2d else toy_bases(a.base_seeds))
+    with ProcessPoolExecutor(max_workers=a.workers) as pool:
+        results = list(pool.map(run_job, [{**j, "args": a} for j in jobs]))
+    results.sort(key=lambda r: (r["kind"] != "image", r["label"]))
+    wall = time.perf_counter() - t0
+    summary = summarise(results)
+    out = Path(a.out)
+    cfg = {k: v for k, v in vars(a).items()}
+    out.with_suffix(".json").write_text(json.dumps({"config": cfg, "step_rules": STEP_RULES, "gamma": GAMMA,
+                                                    "wall_seconds": round(wall, 1), "summary": summary,
+                                                    "bases": results}, indent=1, default=str) + "\n")
+    out.with_suffix(".md").write_text(markdown(results, summary, a, wall))
+    plot(results, out.with_suffix(".png"))
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+def run_job(job: dict) -> dict:
+    """Run one base, or reuse its result from the scratch cache when its settings are unchanged."""
+    a = job["args"]
+    keys = ("n", "emd_n", "max_steps", "val_every") if job["kind"] == "2d" else \
+        ("image_n", "image_max_steps", "image_val_every")
+    settings = {"job": {k: v for k, v in job.items() if k != "args"}, "rules": STEP_RULES, "gamma": GAMMA,
+                "seed": a.seed, **{k: getattr(a, k) for k in keys}}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    cache = SCRATCH / f"{job['label'].replace(' ', '_')}_{key}.json"
+    if cache.is_file() and not a.fresh:
+        return json.loads(cache.read_text(), object_hook=_int_keys)
+    res = run_image(job) if job["kind"] == "image" else run_toy(job)
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(res))
+    return json.loads(cache.read_text(), object_hook=_int_keys)  # same types as a cached result
+
+
+def _int_keys(obj: dict) -> dict:
+    """JSON turns the step keys of the score dicts into strings; turn them back."""
+    return {int(k) if k.isdigit() else k: v for k, v in obj.items()}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

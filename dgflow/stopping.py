@@ -1,0 +1,128 @@
+"""When to stop refining, without looking at test metrics.
+
+Two rules, both measured in ``benchmarks/step_rules.py``:
+
+* :class:`LogitMatch`, a ``stop=`` predicate for :func:`dgflow.refine`: stop once the critic
+  scores the refined batch like held-out real data. With d ~ log mu/rho, the mean logit of the
+  refined samples rises towards the mean logit of real data as rho approaches mu, so reaching it
+  means the critic can no longer tell the two apart on average; pushing further only climbs the
+  critic. It needs a few hundred real samples and nothing else.
+* :func:`best_step`: score a recorded trajectory (``refine(..., return_trajectory=k)``) with any
+  validation score of the decoded samples, e.g. FID against a held-out split of the training
+  data, and take the best step.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+
+from ._checks import as_logits, check_batch_size, check_float, check_int
+from .flow import _chunks, frozen, generate, record_steps
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+class LogitMatch:
+    """Stop predicate: the batch's mean logit has reached the mean logit of held-out real data.
+
+    ``LogitMatch(critic, x_real)`` computes the target t = mean d(x_real) once. Called by
+    :func:`dgflow.refine` as ``stop(step, z, logits)``, it remembers the first step's mean logit
+    m0 and returns True once the mean logit reaches ``m0 + fraction * (t - m0)``; the step at
+    which it fired is kept in :attr:`step` (``None`` if it never fired), the mean logits seen in
+    :attr:`history`. A batch that already scores as real (m0 >= t) stops at step 0, unchanged.
+
+    Args:
+        critic: the critic used for refinement (same logit convention).
+        real: held-out real samples (M, ...), M >= 1, not the samples the critic was trained on
+            if you have them (a critic scores its own training data higher).
+        fraction: share of the gap m0 -> t to close before stopping, in (0, 1].
+        batch_size: chunk size for scoring ``real``.
+    """
+
+    def __init__(self, critic: Model, real: torch.Tensor, fraction: float = 1.0,
+                 batch_size: Optional[int] = None):
+        self._setup(mean_logit(critic, real, batch_size), fraction)
+
+    @classmethod
+    def from_target(cls, target: float, fraction: float = 1.0) -> "LogitMatch":
+        """The rule for a known target mean logit (e.g. computed once for many runs)."""
+        rule = cls.__new__(cls)
+        rule._setup(check_float(target, "target"), fraction)
+        return rule
+
+    def _setup(self, target: float, fraction: float) -> None:
+        self.fraction = check_float(fraction, "fraction", positive=True)
+        if self.fraction > 1:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        self.target = target
+        self.start: Optional[float] = None
+        self.step: Optional[int] = None
+        self.history: list[float] = []
+
+    def threshold(self) -> float:
+        """The mean logit at which the rule fires (needs the first step's mean)."""
+        if self.start is None:
+            raise RuntimeError("threshold is known after the first step")
+        return self.start + self.fraction * (self.target - self.start)
+
+    def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor) -> bool:
+        mean = float(logits.float().mean())
+        if step == 0:  # a new run
+            self.start, self.step, self.history = mean, None, []
+        self.history.append(mean)
+        if self.step is None and mean >= self.threshold():
+            self.step = step
+            return True
+        return False
+
+
+def mean_logit(critic: Model, real: torch.Tensor, batch_size: Optional[int] = None) -> float:
+    """Mean critic logit over samples ``real`` (M, ...), without gradients, models restored."""
+    if not isinstance(real, torch.Tensor) or real.dim() < 1 or len(real) == 0:
+        raise ValueError("real must be a non-empty tensor of real samples (M, ...)")
+    batch_size = check_batch_size(batch_size)
+    with frozen(critic), torch.no_grad():
+        d = torch.cat([as_logits(critic(real[s]), len(real[s]), "critic").float()
+                       for s in _chunks(len(real), batch_size)])
+    if not bool(torch.isfinite(d).all()):
+        raise FloatingPointError(f"critic produced non-finite logits on {int((~torch.isfinite(d)).sum())} "
+                                 "real samples")
+    return float(d.mean())
+
+
+def best_step(generator: Optional[Model], trajectory: torch.Tensor, score: Callable[[torch.Tensor], float],
+              every: int, steps: int, *, batch_size: Optional[int] = None) -> tuple[int, dict[int, float]]:
+    """The step whose decoded samples have the lowest validation ``score``.
+
+    Args:
+        generator: decodes latents (``None``: the trajectory holds samples).
+        trajectory: states (T, N, ...) from ``refine(..., steps=steps, return_trajectory=every)``:
+            steps 0, every, 2 * every, ... and ``steps`` (see :func:`dgflow.flow.record_steps`).
+        score: samples -> float, lower is better (e.g. FID against a held-out data split; never
+            the test split you report).
+        every: the ``return_trajectory`` spacing.
+        steps: the last step of the trajectory (``refine``'s ``steps``, or the step a ``stop``
+            rule ended the flow at).
+        batch_size: decode in chunks of this size.
+
+    Returns:
+        ``(step, scores)``: the best step (the earliest on ties) and every recorded step's score.
+        Take ``trajectory[list(scores).index(step)]``, or refine again with ``steps=step``.
+    """
+    every = check_int(every, "every", 1)
+    at = record_steps(check_int(steps, "steps"), every)
+    if not isinstance(trajectory, torch.Tensor) or trajectory.dim() < 3 or len(trajectory) != len(at):
+        got = tuple(trajectory.shape) if isinstance(trajectory, torch.Tensor) else type(trajectory).__name__
+        raise ValueError(f"trajectory must be a tensor (T, N, ...) with T = {len(at)} states (steps {at[0]}..{at[-1]} "
+                         f"every {every}, from refine(..., return_trajectory={every})), got {got}")
+    scores: dict[int, float] = {}
+    for k, state in zip(at, trajectory):
+        x = state if generator is None else generate(generator, state, batch_size)
+        value = float(score(x))
+        if math.isnan(value):
+            raise FloatingPointError(f"score returned NaN at step {k}")
+        scores[k] = value
+    best = min(scores, key=lambda k: (scores[k], k))
+    return best, scores
