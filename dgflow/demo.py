@@ -4,6 +4,7 @@ The maths lives in :func:`run` (returns numbers and tensors); :func:`plot` draws
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,22 +35,31 @@ def load_demo_model() -> zoo.ZooModel:
     return zoo.load(MODEL, local_files_only=True)
 
 
-def run(n: int = 5000, steps: int = 25, eta: float = 0.01, gamma: float = 0.01, divergence: str = "kl",
-        seed: int = 0, emd: bool = True, progress: bool = False) -> DemoResult:
-    """Draw ``n`` latents, refine them ``steps`` steps and score both sets against fresh data."""
+def run(n: int = 5000, steps: int = 25, seed: int = 0, emd: bool = True, progress: bool = False,
+        **refine_kwargs) -> DemoResult:
+    """Draw ``n`` latents, refine them ``steps`` steps and score both sets against fresh data.
+
+    ``refine_kwargs`` (eta, gamma, divergence, clip, ...) override :func:`dgflow.refine`'s
+    defaults; the demo shows the defaults unless told otherwise.
+    """
     model = load_demo_model()
     g, d = model.generator, model.critic
     rng = torch.Generator().manual_seed(seed)
     z = g.sample_prior(n, generator=rng)
     reference = toy2d.sample("25gaussians", n, rng) if emd else None
     t0 = time.perf_counter()
-    z_ref = refine(g, d, z, steps=steps, eta=eta, gamma=gamma, divergence=divergence,
-                   generator_rng=rng, progress=progress)
+    z_ref = refine(g, d, z, steps=steps, generator_rng=rng, progress=progress, **refine_kwargs)
     seconds = time.perf_counter() - t0
     x0, x1 = generate(g, z), generate(g, z_ref)
-    settings = dict(n=n, steps=steps, eta=eta, gamma=gamma, divergence=divergence, seed=seed)
+    settings = {**refine_settings(refine_kwargs), "n": n, "steps": steps, "seed": seed}
     return DemoResult(report("25gaussians", x0, reference), report("25gaussians", x1, reference),
                       x0, x1, seconds, settings)
+
+
+def refine_settings(overrides: dict) -> dict:
+    """refine()'s defaults of eta, gamma, divergence and clip, updated with ``overrides``."""
+    params = inspect.signature(refine).parameters
+    return {**{k: params[k].default for k in ("eta", "gamma", "divergence", "clip")}, **overrides}
 
 
 def table(res: DemoResult) -> str:

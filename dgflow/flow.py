@@ -151,7 +151,7 @@ def refine(
     critic: Model,
     z: torch.Tensor,
     steps: int = 25,
-    eta: float | str = 0.1,
+    eta: float | str = "auto",
     gamma: float = 0.01,
     divergence: DivergenceLike = "kl",
     *,
@@ -165,7 +165,7 @@ def refine(
     callback: Callback | None = None,
     progress: bool = False,
     eval_mode: bool = True,
-    clip: float | None = None,
+    clip: float | None = 1.0,
     stop: Stop | None = None,
 ):
     """Refine latents ``z`` by Discriminator Gradient Flow; returns the refined latents.

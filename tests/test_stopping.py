@@ -17,7 +17,7 @@ def test_clip_caps_each_drift_at_clip_times_the_median():
     # drift lengths 1, 1, 1, 10, 40: median 1, so the last two are shrunk to length 3 (times eta)
     expected = z + 0.1 * z * torch.tensor([1.0, 1.0, 1.0, 0.3, 3.0 / 40.0])[:, None]
     assert torch.allclose(out, expected, atol=1e-6)
-    unclipped = dgflow.refine(None, half_norm_sq, z, steps=1, eta=0.1, gamma=0.0)
+    unclipped = dgflow.refine(None, half_norm_sq, z, steps=1, eta=0.1, gamma=0.0, clip=None)
     assert torch.allclose(unclipped, 1.1 * z)
 
 
@@ -32,6 +32,13 @@ def test_clip_keeps_the_flow_invariant_to_the_critic_scale(solver):
     c = dgflow.refine(g, half_norm_sq, z, **{**kw, "clip": None})
     assert torch.allclose(a, b, atol=1e-7)
     assert (a - c).abs().max() > 1e-4, "the cap should bind for some samples"
+
+
+def test_default_cap_is_the_median_drift():
+    z = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, -3.0]])
+    out = dgflow.refine(None, half_norm_sq, z, steps=1, eta=0.1, gamma=0.0)  # default clip=1
+    lengths = (out - z).norm(dim=1)
+    assert torch.allclose(lengths, torch.tensor([0.1, 0.2, 0.2]))  # drifts 1, 2, 3 capped at the median 2
 
 
 def test_clip_is_validated():

@@ -5,6 +5,7 @@ import argparse
 import json
 
 from ..divergences import WEIGHTS
+from .refine import _clip, _eta
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,9 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "before and after; writes a before/after scatter PNG.")
     p.add_argument("--n", type=int, default=5000, help="number of samples (default 5000)")
     p.add_argument("--steps", type=int, default=25, help="refinement steps (default 25)")
-    p.add_argument("--eta", type=float, default=0.01, help="step size (default 0.01)")
-    p.add_argument("--gamma", type=float, default=0.01, help="entropy weight / noise (default 0.01)")
-    p.add_argument("--divergence", default="kl", choices=sorted(WEIGHTS), help="f-divergence (default kl)")
+    p.add_argument("--eta", type=_eta, help="step size or 'auto' (default: dgflow.refine's, 'auto')")
+    p.add_argument("--gamma", type=float, help="entropy weight / noise (default: dgflow.refine's, 0.01)")
+    p.add_argument("--divergence", choices=sorted(WEIGHTS), help="f-divergence (default: dgflow.refine's, kl)")
+    p.add_argument("--clip", type=_clip, help="drift cap in multiples of the median drift, or 'none' "
+                                             "(default: dgflow.refine's, 1)")
     p.add_argument("--seed", type=int, default=0, help="seed for latents, noise and reference data")
     p.add_argument("--out", default="dgflow-demo/demo.png", help="scatter PNG path (default dgflow-demo/demo.png)")
     p.add_argument("--no-emd", action="store_true", help="skip the EMD (needs POT)")
@@ -30,11 +33,13 @@ def main(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise SystemExit(f"dgflow demo: --n must be >= 1, got {args.n}")
-    res = demo.run(n=args.n, steps=args.steps, eta=args.eta, gamma=args.gamma, divergence=args.divergence,
-                   seed=args.seed, emd=not args.no_emd, progress=True)
-    print(f"DGflow on the shipped 25Gaussians WGAN-GP: N={args.n}, {args.steps} steps, "
-          f"eta={args.eta}, gamma={args.gamma}, {args.divergence}, seed={args.seed} "
-          f"(refinement {res.seconds:.1f} s)")
+    overrides = {k: getattr(args, k) for k in ("eta", "gamma", "divergence", "clip") if getattr(args, k) is not None}
+    if overrides.get("clip") == "none":
+        overrides["clip"] = None
+    res = demo.run(n=args.n, steps=args.steps, seed=args.seed, emd=not args.no_emd, progress=True, **overrides)
+    flow = ", ".join(f"{k}={v}" for k, v in res.settings.items() if k not in ("n", "steps", "seed"))
+    print(f"DGflow on the shipped 25Gaussians WGAN-GP: N={args.n}, {args.steps} steps, {flow}, "
+          f"seed={args.seed} (refinement {res.seconds:.1f} s)")
     print(demo.table(res))
     if not args.no_plot:
         print(f"before/after scatter: {demo.plot(res, args.out)}")
