@@ -136,7 +136,8 @@ def evaluate_base(base: str, path: Path, ext, refs: dict, a: argparse.Namespace,
         grid = list(range(0, a.steps, a.every)) + [a.steps]
         curve = {s: fids(s, states[s]) for s in grid}
         logit_rule = LogitMatch.from_target(target)
-        stop_logit = next((s for s in range(a.steps + 1) if logit_rule(s, None, torch.tensor([d_mean[s]]))), a.steps)
+        fired = next((s for s in range(a.steps + 1) if logit_rule(s, None, torch.tensor([d_mean[s]]))), None)
+        stop_logit = a.steps if fired is None else fired
         stop_val = min(grid, key=lambda s: (curve[s]["val"], s))
         stops = {"validation": stop_val, "logit match": stop_logit}
         final = curve[a.steps]["test"]
@@ -144,7 +145,7 @@ def evaluate_base(base: str, path: Path, ext, refs: dict, a: argparse.Namespace,
             "kwargs": kw, "steps": a.steps, "fid_by_step": {s: c["test"] for s, c in curve.items()},
             "val_fid_by_step": {s: c["val"] for s, c in curve.items()}, "fid": final,
             "rel_change": (final - base_fid["test"]) / base_fid["test"], "d_mean_by_step": d_mean,
-            "stops": stops, "fid_at_stop": {k: fids(s, states[s])["test"] for k, s in stops.items()},
+            "stops": stops, "logit_reached": fired is not None, "fid_at_stop": {k: fids(s, states[s])["test"] for k, s in stops.items()},
             "best_step": min(curve, key=lambda s: curve[s]["test"]), "refine_seconds": round(secs, 1),
             "seconds_per_1k": round(secs * 1000 / a.n, 1)}
         grids[f"{name} @{stop_val}"] = dgflow.generate(g, states[stop_val][:64]).cpu()
@@ -173,7 +174,8 @@ def write_markdown(res: dict, path: Path) -> None:
             at = m.get("fid_at_stop", {})
             val = (f"{stops['validation']} → {at['validation']:.2f} "
                    f"({100 * (at['validation'] - r['fid_base']) / r['fid_base']:+.1f}%)") if "validation" in at else "–"
-            logit = f"{stops['logit match']} → {at['logit match']:.2f}" if "logit match" in at else "–"
+            logit = (f"{stops['logit match']}{'' if m.get('logit_reached', True) else ' (not reached)'} → "
+                     f"{at['logit match']:.2f}") if "logit match" in at else "–"
             lines.append(f"| {BASE_LABELS.get(base, base)} | {name} | {kw} | {r['fid_base']:.2f} | {curve} | "
                          f"{100 * m['rel_change']:+.1f}% | {val} | {logit} | {m['seconds_per_1k']} |")
     path.write_text("\n".join(lines) + "\n")
