@@ -162,7 +162,8 @@ def write_markdown(res: dict, path: Path) -> None:
                 if res.get("classifier") else ".") + f" Up to {res['steps']} gradient steps for every method. "
              "Stopping rules, chosen without the test split: *val* = the recorded step with the lowest FID "
              "against 10,000 train-split images; *logit* = dgflow.stopping.LogitMatch with 2,000 other "
-             "train-split images (the first step whose mean critic logit reaches theirs).", "",
+             "train-split images, its default: the first step at which the batch's mean critic logit has closed "
+             "half the gap to theirs.", "",
              "| base | method | settings | FID@0 | " + " | ".join(f"@{s}" for s in res["record_steps"][1:])
              + f" | change @{res['steps']} | val stop: step → FID (change) | logit stop: step → FID | s / 1k samples |",
              "|---|---|---|---|" + "---|" * (len(res["record_steps"]) - 1) + "---|---|---|---|"]

