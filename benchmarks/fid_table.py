@@ -70,8 +70,9 @@ class Recorder:
 def methods_for(base: str, a: argparse.Namespace) -> dict[str, tuple]:
     """name -> (callable, kwargs) of every method run on ``base``."""
     divs = a.divergence or DEFAULT_DIVERGENCES.get(base, ["kl"])
-    out = {f"DGflow-{dv}": (dgflow.refine, dict(eta=a.eta, gamma=a.gamma, divergence=dv, **a.refine_opt))
-           for dv in divs}
+    # the paper's scheme: fixed eta, no drift cap (refine's default cap is off here unless asked for)
+    out = {f"DGflow-{dv}": (dgflow.refine, dict(eta=a.eta, gamma=a.gamma, divergence=dv,
+                                                **{"clip": None, **a.refine_opt})) for dv in divs}
     if not a.no_defaults:
         out["DGflow defaults"] = (dgflow.refine, {})  # refine's own defaults, whatever they are
     if a.no_baselines:

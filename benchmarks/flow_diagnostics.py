@@ -7,12 +7,13 @@ benchmarks/train_fmnist_gan.py) and every step rule (the paper's fixed eta = 0.1
 ``eta="auto"``), refines N latents for 25 steps and records at every step, through refine's
 callback: the logit's mean and spread, the median |grad_z d|, the median step length and
 ||z|| / sqrt(z_dim). 2D bases also get high-quality %, modes and EMD every step; for the image
-bases, FID per step is read from benchmarks/results/fid_fmnist*.json when present (same N, same
-settings) and drawn beside the diagnostics. Writes benchmarks/results/flow_diagnostics.json/.png.
+bases, FID per step is read from benchmarks/results/step_rules.json (N = 5,000, every 2 steps) where
+it holds the same rule, and drawn beside the diagnostics. Writes benchmarks/results/flow_diagnostics.json/.png.
 """
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
@@ -28,7 +29,8 @@ from dgflow.data import toy2d  # noqa: E402
 from dgflow.metrics.toy2d import report  # noqa: E402
 
 RESULTS = HERE / "results"
-RULES = {"fixed η=0.1": {"eta": 0.1}, "fixed η=0.01": {"eta": 0.01}, "auto": {"eta": "auto"}}
+RULES = {"fixed η=0.1": {"eta": 0.1, "clip": None}, "fixed η=0.01": {"eta": 0.01, "clip": None},
+         "auto": {"eta": "auto", "clip": None}, "defaults (auto, clip 1)": {}}
 
 
 class Diagnostics:
@@ -92,6 +94,22 @@ def run_toy(label, dataset, g, d, n, steps, seed) -> dict:
     return out
 
 
+def step_rules_fid(label: str, kw: dict) -> dict:
+    """``{"fid_by_step": ...}`` of the same base and step rule in benchmarks/results/step_rules.json, if there."""
+    path = RESULTS / "step_rules.json"
+    if not path.is_file():
+        return {}
+    res = json.loads(path.read_text())
+    params = inspect.signature(dgflow.refine).parameters
+    want = {k: kw.get(k, params[k].default) for k in ("eta", "clip")}  # {} = refine's defaults
+    rule = next((name for name, rkw in res["step_rules"].items() if rkw == want), None)
+    base = next((b for b in res["bases"] if b["label"] == label), None)
+    if rule is None or base is None:
+        return {}
+    return {"fid_by_step": {int(k): v["fid"] for k, v in base["rules"][rule]["test"].items()},
+            "fid_source": f"step_rules.json, N = {res['config']['image_n']}"}
+
+
 def run_image(path: Path, n, steps, seed, batch_size) -> dict:
     from fid_table import load_base
 
@@ -102,7 +120,7 @@ def run_image(path: Path, n, steps, seed, batch_size) -> dict:
         diag = Diagnostics()
         dgflow.refine(g, d, z, steps=steps, gamma=0.01, generator_rng=seed, callback=diag,
                       batch_size=batch_size, **kw)
-        out[rule] = {"diagnostics": diag.rows}
+        out[rule] = {"diagnostics": diag.rows, **step_rules_fid(path.stem.replace("_", " "), kw)}
         print(f"{path.stem:24s} {rule:14s} median |grad d| {diag.rows[0]['grad_median']:.3g}, "
               f"median step {diag.rows[0].get('step_median', float('nan')):.3g}", flush=True)
     return out

@@ -43,8 +43,9 @@ from dgflow.stopping import LogitMatch  # noqa: E402
 
 RESULTS = HERE / "results"
 SCRATCH = RESULTS / "_scratch" / "step_rules"  # per-base results, reused by reruns (not committed)
-STEP_RULES = {"η=0.1": {"eta": 0.1}, "η=0.01": {"eta": 0.01}, "auto": {"eta": "auto"},
-              "auto, clip 3": {"eta": "auto", "clip": 3.0}, "auto, clip 1": {"eta": "auto", "clip": 1.0}}
+STEP_RULES = {"η=0.1": {"eta": 0.1, "clip": None}, "η=0.01": {"eta": 0.01, "clip": None},
+              "auto": {"eta": "auto", "clip": None}, "auto, clip 3": {"eta": "auto", "clip": 3.0},
+              "auto, clip 1": {"eta": "auto", "clip": 1.0}}
 STOP_RULES = ("25 steps", "logit match", "logit match ½", "validation")
 GAMMA = 0.01
 

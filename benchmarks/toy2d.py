@@ -62,7 +62,8 @@ def parse_refine(spec: str) -> dict:
     parts = spec.split(":")
     if len(parts) < 3:
         raise argparse.ArgumentTypeError(f"--refine {spec!r}: expected divergence:eta:gamma[:key=value...]")
-    kw = {"divergence": parts[0], "eta": yaml.safe_load(parts[1]), "gamma": float(parts[2])}
+    # the paper's scheme unless a key says otherwise: no drift cap (refine's default is clip=1)
+    kw = {"divergence": parts[0], "eta": yaml.safe_load(parts[1]), "gamma": float(parts[2]), "clip": None}
     for extra in parts[3:]:
         key, _, value = extra.partition("=")
         kw[key] = yaml.safe_load(value)

@@ -130,3 +130,26 @@ def test_shipped_classifier_matches_its_sha256():
         pytest.skip("dgflow/weights/fmnist_cnn.safetensors not present")
     ext = F.CNNFeatures.from_file()  # verified against F.CNN_SHA256
     assert ext(torch.zeros(2, 1, 32, 32)).shape == (2, 128)
+
+
+def test_inception_features_from_a_local_weights_file(tmp_path, monkeypatch):
+    """The Inception path end to end with a weights file of the right layout (random values: the
+    real file cannot be downloaded here): verified by its sha256 prefix, loaded offline with
+    weights_only, grey images repeated to RGB, 2048-d pool features."""
+    from pytorch_fid import inception as inc
+
+    torch.manual_seed(0)
+    with monkeypatch.context() as m:  # pytorch-fid's own FID Inception, its weights replaced by its init
+        m.setattr(inc, "load_state_dict_from_url", lambda *a, **k: None)
+        m.setattr(torch.nn.Module, "load_state_dict", lambda self, sd, *a, **k: None)
+        state = inc.fid_inception_v3().state_dict()
+    path = tmp_path / F.INCEPTION_FILE
+    torch.save(state, path)
+    monkeypatch.setattr(F, "INCEPTION_SHA256_PREFIX", F.sha256_of(path)[:8])
+    ext = F.InceptionFeatures(weights=path)
+    first_conv = ext.model.blocks[0][0].conv.weight
+    assert torch.equal(first_conv, state["Conv2d_1a_3x3.conv.weight"])  # the file's weights are the ones used
+    grey = torch.rand(2, 1, 32, 32) * 2 - 1
+    feats = ext(grey)
+    assert feats.shape == (2, 2048) and bool(torch.isfinite(feats).all())
+    assert torch.allclose(feats, ext(grey.expand(-1, 3, -1, -1)))  # grey == the same image in RGB
