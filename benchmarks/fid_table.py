@@ -82,15 +82,16 @@ def methods_for(base: str, a: argparse.Namespace) -> dict[str, tuple]:
     return out
 
 
-def run_method(fn, kwargs: dict, g, d, z: torch.Tensor, a: argparse.Namespace, seed: int):
-    """Refine ``z``; returns ({step: latents}, {step: mean logit}, seconds) for every step."""
+def run_method(fn, kwargs: dict, g, d, z: torch.Tensor, steps: int, batch_size: int | None, seed: int,
+               progress: bool = True):
+    """Refine ``z``; returns ({step: latents}, {step: mean logit}, seconds) for steps 0..``steps``."""
     rec = Recorder()
     t0 = time.perf_counter()
-    z_out = fn(g, d, z, steps=a.steps, batch_size=a.batch_size, generator_rng=seed, callback=rec,
-               progress=True, **kwargs)
+    z_out = fn(g, d, z, steps=steps, batch_size=batch_size, generator_rng=seed, callback=rec,
+               progress=progress, **kwargs)
     secs = time.perf_counter() - t0
-    rec.states[a.steps] = z_out
-    rec.d_mean[a.steps] = mean_logit(d, dgflow.generate(g, z_out, a.batch_size), a.batch_size)
+    rec.states[steps] = z_out
+    rec.d_mean[steps] = mean_logit(d, dgflow.generate(g, z_out, batch_size), batch_size)
     return rec.states, rec.d_mean, secs
 
 
@@ -133,11 +134,10 @@ def evaluate_base(base: str, path: Path, ext, refs: dict, a: argparse.Namespace,
     print(f"{base}: base FID {base_fid['test']:.3f} (N={a.n})", flush=True)
     for name, (fn, kw) in methods_for(base, a).items():
         stats = {"base": stats["base"]}
-        states, d_mean, secs = run_method(fn, kw, g, d, z, a, a.seed + 1)
+        states, d_mean, secs = run_method(fn, kw, g, d, z, a.steps, a.batch_size, a.seed + 1)
         grid = list(range(0, a.steps, a.every)) + [a.steps]
         curve = {s: fids(s, states[s]) for s in grid}
-        logit_rule = LogitMatch.from_target(target)
-        fired = next((s for s in range(a.steps + 1) if logit_rule(s, None, torch.tensor([d_mean[s]]))), None)
+        fired = LogitMatch.from_target(target).stop_step([d_mean[s] for s in range(a.steps + 1)])
         stop_logit = a.steps if fired is None else fired
         stop_val = min(grid, key=lambda s: (curve[s]["val"], s))
         stops = {"validation": stop_val, "logit match": stop_logit}

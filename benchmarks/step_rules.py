@@ -50,35 +50,20 @@ STOP_RULES = ("25 steps", "logit match", "logit match ½", "validation")
 GAMMA = 0.01
 
 
-class Keep:
-    """refine() callback keeping every state and the batch's mean logit."""
-
-    def __init__(self):
-        self.states: list[torch.Tensor] = []
-        self.d_mean: list[float] = []
-
-    def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor) -> None:
-        self.states.append(z.clone())
-        self.d_mean.append(float(logits.mean()))
-
-
 def trajectory(g, d, z, rule: dict, max_steps: int, seed: int, batch_size=None):
-    """States 0..max_steps and mean logits 0..max_steps of one refinement."""
-    keep = Keep()
-    z_end = dgflow.refine(g, d, z, steps=max_steps, gamma=GAMMA, divergence="kl", generator_rng=seed,
-                          callback=keep, batch_size=batch_size, **rule)
-    with torch.no_grad():
-        d_end = float(torch.cat([d(g(z_end[i:i + 1000])).flatten() for i in range(0, len(z_end), 1000)]).mean())
-    return keep.states + [z_end], keep.d_mean + [d_end]
+    """States 0..max_steps and mean logits 0..max_steps of one refinement (DGflow KL, gamma GAMMA)."""
+    from fid_table import run_method
+
+    states, d_mean, _ = run_method(dgflow.refine, {"gamma": GAMMA, "divergence": "kl", **rule}, g, d, z,
+                                   max_steps, batch_size, seed, progress=False)
+    steps = range(max_steps + 1)
+    return [states[k] for k in steps], [d_mean[k] for k in steps]
 
 
 def logit_stop(d_mean: list[float], target: float, fraction: float) -> int:
     """The step :class:`LogitMatch` stops at, replayed on recorded mean logits (last step if never)."""
-    rule = LogitMatch.from_target(target, fraction)
-    for step, m in enumerate(d_mean):
-        if rule(step, None, torch.tensor([m])):
-            return step
-    return len(d_mean) - 1
+    step = LogitMatch.from_target(target, fraction).stop_step(d_mean)
+    return len(d_mean) - 1 if step is None else step
 
 
 def choose_steps(d_mean: list[float], target: float, val: dict[int, float], max_steps: int) -> dict[str, int]:

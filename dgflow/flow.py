@@ -91,6 +91,24 @@ def _chunked_logits_and_grad(generator, critic, state: torch.Tensor, chunks: lis
     return logits, grad
 
 
+@torch.no_grad()
+def chunked_logits(generator: Optional[Model], critic: Model, z: torch.Tensor,
+                   batch_size: int | None = None) -> torch.Tensor:
+    """d(G(z)) of shape (N,) in float32, computed chunk by chunk without autograd.
+
+    The caller is responsible for the models' mode (wrap in :func:`dgflow.flow.frozen`).
+    Raises ``FloatingPointError`` on non-finite logits.
+    """
+    out = torch.empty(len(z), device=z.device, dtype=torch.float32)
+    for s in _chunks(len(z), batch_size):
+        x = z[s] if generator is None else generator(z[s])
+        out[s] = as_logits(critic(x), len(x)).float()
+    if not bool(torch.isfinite(out).all()):
+        raise FloatingPointError(f"critic produced non-finite logits for {int((~torch.isfinite(out)).sum())} "
+                                 f"of {len(out)} samples")
+    return out
+
+
 def record_steps(steps: int, every: int) -> list[int]:
     """The steps ``refine(..., steps=steps, return_trajectory=every)`` records: 0, every, ..., steps."""
     return sorted(set(range(0, steps + 1, every)) | {steps})

@@ -15,12 +15,12 @@ Two rules, both measured in ``benchmarks/step_rules.py``:
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
-from ._checks import as_logits, check_batch_size, check_float, check_int
-from .flow import _chunks, frozen, generate, record_steps
+from ._checks import check_batch_size, check_float, check_int
+from .flow import chunked_logits, frozen, generate, record_steps
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -71,6 +71,11 @@ class LogitMatch:
             raise RuntimeError("threshold is known after the first step")
         return self.start + self.fraction * (self.target - self.start)
 
+    def stop_step(self, mean_logits: Sequence[float]) -> Optional[int]:
+        """The step this rule stops at, replayed on the mean logits of steps 0, 1, ... (e.g. recorded
+        by a callback); ``None`` if it never fires. Resets the rule like a new run."""
+        return next((k for k, m in enumerate(mean_logits) if self(k, None, torch.tensor([float(m)]))), None)
+
     def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor) -> bool:
         mean = float(logits.float().mean())
         if step == 0:  # a new run
@@ -86,14 +91,8 @@ def mean_logit(critic: Model, real: torch.Tensor, batch_size: Optional[int] = No
     """Mean critic logit over samples ``real`` (M, ...), without gradients, models restored."""
     if not isinstance(real, torch.Tensor) or real.dim() < 1 or len(real) == 0:
         raise ValueError("real must be a non-empty tensor of real samples (M, ...)")
-    batch_size = check_batch_size(batch_size)
-    with frozen(critic), torch.no_grad():
-        d = torch.cat([as_logits(critic(real[s]), len(real[s]), "critic").float()
-                       for s in _chunks(len(real), batch_size)])
-    if not bool(torch.isfinite(d).all()):
-        raise FloatingPointError(f"critic produced non-finite logits on {int((~torch.isfinite(d)).sum())} "
-                                 "real samples")
-    return float(d.mean())
+    with frozen(critic):
+        return float(chunked_logits(None, critic, real, check_batch_size(batch_size)).mean())
 
 
 def best_step(generator: Optional[Model], trajectory: torch.Tensor, score: Callable[[torch.Tensor], float],

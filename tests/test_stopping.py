@@ -89,6 +89,8 @@ def test_logit_match_stops_when_the_mean_logit_reaches_real_data(linear_critic):
     assert rule.step == expected
     assert torch.allclose(out, z + expected * eta * a, atol=1e-4)
     assert len(rule.history) == expected + 1
+    assert LogitMatch.from_target(rule.target, 1.0).stop_step(rule.history) == expected  # replayed
+    assert LogitMatch.from_target(1e9).stop_step(rule.history) is None
 
 
 def test_logit_match_fraction_stops_halfway(linear_critic):
@@ -113,7 +115,7 @@ def test_logit_match_errors(linear_critic):
         LogitMatch(linear_critic, torch.zeros(0, 3))
     with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
         LogitMatch(linear_critic, torch.zeros(2, 3), fraction=1.5)
-    with pytest.raises(FloatingPointError, match="non-finite logits on 1 real"):
+    with pytest.raises(FloatingPointError, match="non-finite logits for 1 of 2 samples"):
         mean_logit(linear_critic, torch.tensor([[0.0, 0.0, 0.0], [float("nan"), 0.0, 0.0]]))
     with pytest.raises(RuntimeError, match="after the first step"):
         LogitMatch.from_target(1.0).threshold()

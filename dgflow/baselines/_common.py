@@ -1,4 +1,4 @@
-"""Pieces shared by the baselines: model checks, chunked no-grad logits, latent priors."""
+"""Pieces shared by the baselines: model checks, latent priors, random draws."""
 from __future__ import annotations
 
 import numbers
@@ -6,8 +6,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from .._checks import as_logits, check_int, make_rng
-from ..flow import _chunks
+from .._checks import check_int, make_rng
 from ..models.protocol import AdaptedGenerator, GaussianPrior
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -22,24 +21,6 @@ def check_models(generator: Optional[Model], critic: Model) -> None:
         raise TypeError(f"generator must be callable (z -> x) or None, got {type(generator).__name__}")
     if not callable(critic):
         raise TypeError(f"critic must be callable (x -> logits), got {type(critic).__name__}")
-
-
-@torch.no_grad()
-def chunked_logits(generator: Optional[Model], critic: Model, z: torch.Tensor,
-                   batch_size: int | None = None) -> torch.Tensor:
-    """d(G(z)) of shape (N,) in float32, computed chunk by chunk without autograd.
-
-    The caller is responsible for the models' mode (wrap in :func:`dgflow.flow.frozen`).
-    Raises ``FloatingPointError`` on non-finite logits.
-    """
-    out = torch.empty(len(z), device=z.device, dtype=torch.float32)
-    for s in _chunks(len(z), batch_size):
-        x = z[s] if generator is None else generator(z[s])
-        out[s] = as_logits(critic(x), len(x)).float()
-    if not bool(torch.isfinite(out).all()):
-        raise FloatingPointError(f"critic produced non-finite logits for {int((~torch.isfinite(out)).sum())} "
-                                 f"of {len(out)} samples")
-    return out
 
 
 def make_sampler(prior: PriorLike | None, generator: object, rng: torch.Generator | None,

@@ -16,9 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .._checks import check_batch_size, check_float, check_int, check_latents, make_rng
-from ..flow import (Callback, _check_finite, _chunked_logits_and_grad, _chunks, _make_callback, frozen,
-                    step_stats)
-from ._common import Model, check_models, chunked_logits
+from ..flow import (Callback, _check_finite, _chunked_logits_and_grad, _chunks, _make_callback, chunked_logits,
+                    frozen, step_stats)
+from ._common import Model, check_models
 
 #: smoothing inside the square root of the transport cost (squared latent units)
 NORM_DELTA = 1e-12

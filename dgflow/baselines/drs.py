@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .._checks import check_batch_size, check_float, check_int
-from ..flow import frozen
-from ._common import Model, PriorLike, check_models, chunked_logits, make_sampler, resolve_rng, uniform
+from ..flow import chunked_logits, frozen
+from ._common import Model, PriorLike, check_models, make_sampler, resolve_rng, uniform
 
 
 def drs_log_accept(d: torch.Tensor, d_max: torch.Tensor | float, eps: float = 1e-6) -> torch.Tensor:

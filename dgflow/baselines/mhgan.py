@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .._checks import check_batch_size, check_int
-from ..flow import frozen
-from ._common import Model, PriorLike, check_models, chunked_logits, make_sampler, resolve_rng, uniform
+from ..flow import chunked_logits, frozen
+from ._common import Model, PriorLike, check_models, make_sampler, resolve_rng, uniform
 
 
 def mh_accept(d_current: torch.Tensor, d_proposal: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
