@@ -13,7 +13,6 @@ it holds the same rule, and drawn beside the diagnostics. Writes benchmarks/resu
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import sys
@@ -26,6 +25,7 @@ sys.path.insert(0, str(HERE))
 
 import dgflow  # noqa: E402
 from dgflow.data import toy2d  # noqa: E402
+from dgflow.flow import refine_defaults  # noqa: E402
 from dgflow.metrics.toy2d import report  # noqa: E402
 
 RESULTS = HERE / "results"
@@ -100,8 +100,7 @@ def step_rules_fid(label: str, kw: dict) -> dict:
     if not path.is_file():
         return {}
     res = json.loads(path.read_text())
-    params = inspect.signature(dgflow.refine).parameters
-    want = {k: kw.get(k, params[k].default) for k in ("eta", "clip")}  # {} = refine's defaults
+    want = {**refine_defaults("eta", "clip"), **kw}  # {} = refine's defaults
     rule = next((name for name, rkw in res["step_rules"].items() if rkw == want), None)
     base = next((b for b in res["bases"] if b["label"] == label), None)
     if rule is None or base is None:

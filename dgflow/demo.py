@@ -4,7 +4,6 @@ The maths lives in :func:`run` (returns numbers and tensors); :func:`plot` draws
 """
 from __future__ import annotations
 
-import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 
 from . import zoo
 from .data import toy2d
-from .flow import generate, refine
+from .flow import generate, refine, refine_defaults
 from .metrics.toy2d import report
 
 #: the zoo entry the demo refines (shipped inside the package, sha256-verified on load)
@@ -58,8 +57,7 @@ def run(n: int = 5000, steps: int = 25, seed: int = 0, emd: bool = True, progres
 
 def refine_settings(overrides: dict) -> dict:
     """refine()'s defaults of eta, gamma, divergence and clip, updated with ``overrides``."""
-    params = inspect.signature(refine).parameters
-    return {**{k: params[k].default for k in ("eta", "gamma", "divergence", "clip")}, **overrides}
+    return {**refine_defaults("eta", "gamma", "divergence", "clip"), **overrides}
 
 
 def table(res: DemoResult) -> str:

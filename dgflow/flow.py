@@ -348,6 +348,13 @@ def _odeint(generator, critic, state, steps, eta, gamma, weight: Weight, batch_s
     return path[end].clone(), [path[k].clone() for k in keep]
 
 
+def refine_defaults(*names: str) -> dict:
+    """:func:`refine`'s default values of the named arguments (the one source for the CLI, demo and
+    benchmarks)."""
+    params = inspect.signature(refine).parameters
+    return {k: params[k].default for k in names}
+
+
 def generate(generator: Model, z: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Decode latents under ``no_grad`` in chunks, models in eval mode (restored afterwards)."""
     z = check_latents(z)

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..divergences import WEIGHTS
-from .refine import _clip, _eta
+from .refine import _clip, _eta, flow_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,9 +33,7 @@ def main(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise SystemExit(f"dgflow demo: --n must be >= 1, got {args.n}")
-    overrides = {k: getattr(args, k) for k in ("eta", "gamma", "divergence", "clip") if getattr(args, k) is not None}
-    if overrides.get("clip") == "none":
-        overrides["clip"] = None
+    overrides = flow_overrides(args, ("eta", "gamma", "divergence", "clip"))
     res = demo.run(n=args.n, steps=args.steps, seed=args.seed, emd=not args.no_emd, progress=True, **overrides)
     flow = ", ".join(f"{k}={v}" for k, v in res.settings.items() if k not in ("n", "steps", "seed"))
     print(f"DGflow on the shipped 25Gaussians WGAN-GP: N={args.n}, {args.steps} steps, {flow}, "

@@ -34,11 +34,16 @@ FLOW_ARGS = ("steps", "eta", "gamma", "divergence", "clip")
 
 
 def refine_defaults() -> dict:
-    """refine()'s own defaults of :data:`FLOW_ARGS` (one source of truth)."""
-    from ..flow import refine
+    """refine()'s own defaults of :data:`FLOW_ARGS`."""
+    from ..flow import refine_defaults as defaults
 
-    params = inspect.signature(refine).parameters
-    return {k: params[k].default for k in FLOW_ARGS}
+    return defaults(*FLOW_ARGS)
+
+
+def flow_overrides(args: argparse.Namespace, keys: tuple[str, ...] = FLOW_ARGS) -> dict:
+    """The flow options given on the command line (``--clip none`` is an explicit ``clip=None``)."""
+    return {k: None if getattr(args, k) == "none" else getattr(args, k) for k in keys
+            if getattr(args, k) is not None}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -203,11 +208,7 @@ def load_models(args: argparse.Namespace, device: torch.device):
 
 def refine_kwargs(args: argparse.Namespace, model_defaults: dict) -> dict:
     """Command line over the model's settings over refine()'s defaults."""
-    kw = {**refine_defaults(), **model_defaults}
-    for key in FLOW_ARGS:
-        value = getattr(args, key)
-        if value is not None:
-            kw[key] = None if value == "none" else value
+    kw = {**refine_defaults(), **model_defaults, **flow_overrides(args)}
     if args.batch_size is not None:
         kw["batch_size"] = args.batch_size
     return kw
