@@ -17,7 +17,9 @@ exactly once. Rank 0 writes ``run.json`` (the settings, checked on resume) befor
 ever write the same file.
 
 Shard contents (numpy arrays): ``index`` (global sample indices, int64), ``z`` (prior latents),
-``z_refined`` (refined latents) and, when decoding, ``x`` (the samples G(z_refined), float32).
+``z_refined`` (refined latents) and, when decoding, ``x`` (the samples G(z_refined), float32);
+with a ``stop`` rule that keeps the step it fired at (``LogitMatch``), also ``stop_step`` per sample
+(the step the chunk's flow ended at; -1 where the rule never fired and every step ran).
 :func:`load_shards` reassembles them in index order. With ``png_dir`` each decoded image is also
 saved as ``<index>.png`` (before its chunk's shard, so a chunk cut short is redone whole).
 """
@@ -105,6 +107,8 @@ def _jsonable(value: object) -> object:
         return [_jsonable(v) for v in value]
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
+    if callable(getattr(value, "as_dict", None)):  # e.g. a LogitMatch stop rule: its settings
+        return _jsonable(value.as_dict())
     return f"{type(value).__module__}.{getattr(value, '__qualname__', type(value).__qualname__)}"
 
 
@@ -190,7 +194,9 @@ def refine_to_shards(generator: Callable[[torch.Tensor], torch.Tensor],
         n: number of samples; chunk_size: samples per shard (fixes the output, keep it on resume).
         seed: run seed; chunk ``c`` uses :func:`chunk_seed` ``(seed, c)``.
         refine_kwargs: keyword arguments of :func:`dgflow.refine` (steps, eta, gamma,
-            divergence, solver, batch_size, ...), except ``generator_rng``.
+            divergence, solver, batch_size, ...), except ``generator_rng``. A ``stop`` rule
+            sees each chunk as one batch (e.g. :class:`dgflow.stopping.LogitMatch` stops a chunk
+            once its mean logit has closed the gap); ``run.json`` records its ``as_dict()``.
         decode: also store ``x = generator(z_refined)`` (decoded under ``no_grad``).
         device: where latents are drawn and refined (default: CPU).
         png_dir: also write each decoded image as ``<index>.png`` (values in ``png_range``).
@@ -260,6 +266,9 @@ def refine_to_shards(generator: Callable[[torch.Tensor], torch.Tensor],
             x = generate(generator, zr, kw.get("batch_size")) if decode else None
         arrays = {"index": np.arange(start, stop, dtype=np.int64), "z": z.cpu().numpy(),
                   "z_refined": zr.cpu().numpy()}
+        if hasattr(kw.get("stop"), "step"):  # each chunk is one batch of the rule: where it stopped
+            fired = kw["stop"].step
+            arrays["stop_step"] = np.full(stop - start, -1 if fired is None else fired, dtype=np.int64)
         if x is not None:
             arrays["x"] = x.float().cpu().numpy()
             if png_dir is not None:

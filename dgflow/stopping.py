@@ -65,6 +65,10 @@ class LogitMatch:
         self.step: Optional[int] = None
         self.history: list[float] = []
 
+    def as_dict(self) -> dict:
+        """The rule's settings (what a saved run records of it, e.g. ``run.json`` of ``dgflow refine``)."""
+        return {"rule": "LogitMatch", "target": self.target, "fraction": self.fraction}
+
     def threshold(self) -> float:
         """The mean logit at which the rule fires (needs the first step's mean)."""
         if self.start is None:

@@ -190,3 +190,76 @@ def test_function_generator_needs_z_dim(nets, tmp_path):
     with pytest.raises(SystemExit, match="--z-dim"):
         main(["refine", "--generator", f"{nets}:decode", "--critic", f"{nets}:ImageCritic", "-n", "4",
               "--out", str(tmp_path / "o")])
+
+
+def test_stop_real_stops_each_chunk_by_logit_match_and_is_recorded(nets, tmp_path):
+    from dgflow.distributed import chunk_latents
+    from dgflow.stopping import LogitMatch
+
+    ns = runpy.run_path(nets)
+    g, d = dgflow.as_generator(ns["make_g"]()), ns["make_d"]()
+    # "real" data the flow can reach: samples refined for 20 steps score higher than the prior's
+    z_real = g.prior.sample(200, generator=torch.Generator().manual_seed(5))
+    real = dgflow.generate(g, dgflow.refine(g, d, z_real, steps=20, eta=0.05, generator_rng=6))
+    np.save(tmp_path / "real.npy", real.numpy())
+    args = ["--generator", f"{nets}:make_g", "--critic", f"{nets}:make_d", "-n", "48", "--steps", "40",
+            "--eta", "0.05", "--chunk-size", "16", "--no-progress", "--stop-real", str(tmp_path / "real.npy"),
+            "--stop-fraction", "0.3"]
+    out = tmp_path / "out"
+    assert main(["refine", *args, "--out", str(out)]) == 0
+    rule = json.loads((out / "run.json").read_text())["refine"]["stop"]
+    target = LogitMatch(d, real).target
+    assert rule == {"rule": "LogitMatch", "target": target, "fraction": 0.3}
+    data = load_shards(out, keys=("z_refined", "stop_step"))
+    stopped = []
+    for c in range(3):  # each chunk is one batch of the rule; same result as the library
+        z, rng = chunk_latents(g.prior, 0, c, 16)
+        lib = LogitMatch.from_target(target, 0.3)
+        want = dgflow.refine(g, d, z, steps=40, eta=0.05, generator_rng=rng, stop=lib)
+        rows = slice(16 * c, 16 * (c + 1))
+        np.testing.assert_array_equal(data["z_refined"][rows], want.numpy())
+        assert (data["stop_step"][rows] == (-1 if lib.step is None else lib.step)).all()
+        stopped.append(lib.step)
+    assert any(s is not None and 0 < s < 40 for s in stopped), stopped  # the rule did end a flow early
+
+    np.save(tmp_path / "real.npy", real[:100].numpy())  # other real data: another run, not a resume
+    with pytest.raises(SystemExit, match="other settings"):
+        main(["refine", *args, "--out", str(out)])
+
+
+@pytest.mark.parametrize("extra, make, message", [
+    (["--stop-fraction", "0.5"], None, "--stop-fraction needs --stop-real"),
+    (["--stop-real", "missing.npy"], None, "no such file"),
+    (["--stop-real", "{tmp}/real.txt"], "txt", "use a .npy, .npz or .pt file"),
+    (["--stop-real", "{tmp}/real.npz"], "npz", "give one array or one named 'x'"),
+    (["--stop-real", "{tmp}/real.npy", "--stop-fraction", "2"], "npy", "fraction must be in"),
+    (["--stop-real", "{tmp}/real.npy"], "ints", "non-empty float array"),
+])
+def test_stop_real_errors_name_the_option(nets, tmp_path, extra, make, message):
+    if make == "txt":
+        (tmp_path / "real.txt").write_text("1 2\n")
+    elif make == "npz":
+        np.savez(tmp_path / "real.npz", a=np.zeros((3, 2)), b=np.zeros((3, 2)))
+    elif make in ("npy", "ints"):
+        np.save(tmp_path / "real.npy", np.zeros((3, 2), dtype=np.float32 if make == "npy" else np.int64))
+    extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
+    with pytest.raises(SystemExit, match=message):
+        main(["refine", "--generator", f"{nets}:make_g", "--critic", f"{nets}:make_d", "-n", "4",
+              "--out", str(tmp_path / "o"), *extra])
+
+
+def test_channels_last_opt_in_is_recorded_and_changes_results_only_by_rounding(tmp_path):
+    args = ["--generator", "dgflow.models.arch.dcgan:DCGANGenerator",
+            "--critic", "dgflow.models.arch.dcgan:SNDCGANDiscriminator", "-n", "6", "--steps", "2",
+            "--chunk-size", "6", "--no-progress", "--seed", "3"]
+    plain, cl = tmp_path / "plain", tmp_path / "cl"
+    torch.manual_seed(0)  # the factories (the classes) draw their init from the global seed
+    assert main(["refine", *args, "--out", str(plain)]) == 0
+    torch.manual_seed(0)
+    assert main(["refine", *args, "--channels-last", "--out", str(cl)]) == 0
+    assert json.loads((cl / "run.json").read_text())["model"]["channels_last"] is True
+    assert "channels_last" not in json.loads((plain / "run.json").read_text())["model"]
+    a, b = load_shards(plain), load_shards(cl)
+    assert not np.array_equal(a["z"], a["z_refined"])
+    np.testing.assert_allclose(b["z_refined"], a["z_refined"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(b["x"], a["x"], rtol=0, atol=1e-5)

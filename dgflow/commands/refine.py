@@ -67,6 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     flow.add_argument("--divergence", choices=sorted(WEIGHTS))
     flow.add_argument("--clip", type=_clip, help="cap on each sample's drift, in multiples of the first "
                                                 "step's median drift length, or 'none'")
+    flow.add_argument("--stop-real", metavar="FILE",
+                      help="held-out real samples (.npy, .npz with one array or 'x', or .pt tensor) to stop "
+                           "each chunk early by dgflow.stopping.LogitMatch: once its mean logit has closed "
+                           "--stop-fraction of the gap to theirs (--steps is then the maximum)")
+    flow.add_argument("--stop-fraction", type=float, default=None,
+                      help="share of the logit gap to close before stopping (default: LogitMatch's, 0.5)")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     run.add_argument("--chunk-size", type=int, default=1000,
@@ -81,6 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="value range of the images mapped to 0..255 (default -1 1)")
     run.add_argument("--bf16", action="store_true", help="opt-in bfloat16 autocast of the model passes")
     run.add_argument("--compile", action="store_true", help="opt-in torch.compile of both models")
+    run.add_argument("--channels-last", action="store_true",
+                     help="opt-in channels-last memory format of the models' conv weights (faster convolutions "
+                          "on CPU; results change at float rounding level)")
     run.add_argument("--stop-after", type=int, metavar="K", help="stop after K chunks per process "
                                                                  "(rerun to resume)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -103,6 +112,48 @@ def _clip(value: str) -> float | str:
         return float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number or 'none', got {value!r}") from None
+
+
+def load_samples(path: str) -> torch.Tensor:
+    """Samples (M, ...) from ``.npy``, ``.npz`` (its only array, or ``x``) or ``.pt`` (a tensor)."""
+    import numpy as np
+
+    file = Path(path)
+    if not file.is_file():
+        raise SystemExit(f"dgflow refine: --stop-real: no such file {path}")
+    if file.suffix == ".pt":
+        data = torch.load(file, map_location="cpu", weights_only=True)
+    elif file.suffix in (".npy", ".npz"):
+        data = np.load(file)
+        if file.suffix == ".npz":
+            names = data.files
+            if "x" not in names and len(names) != 1:
+                raise SystemExit(f"dgflow refine: --stop-real {path}: holds arrays {names}; "
+                                 "give one array or one named 'x'")
+            data = data["x" if "x" in names else names[0]]
+        data = torch.from_numpy(np.ascontiguousarray(data))
+    else:
+        raise SystemExit(f"dgflow refine: --stop-real {path}: use a .npy, .npz or .pt file")
+    if not isinstance(data, torch.Tensor) or data.dim() < 1 or len(data) == 0 or not data.is_floating_point():
+        raise SystemExit(f"dgflow refine: --stop-real {path}: expected a non-empty float array (M, ...) "
+                         "of real samples")
+    return data.float()
+
+
+def stop_rule(args: argparse.Namespace, critic, device: torch.device):
+    """The LogitMatch rule of ``--stop-real`` / ``--stop-fraction``, or None."""
+    from ..stopping import LogitMatch
+
+    if args.stop_real is None:
+        if args.stop_fraction is not None:
+            raise SystemExit("dgflow refine: --stop-fraction needs --stop-real FILE")
+        return None
+    real = load_samples(args.stop_real).to(device)
+    kw = {} if args.stop_fraction is None else {"fraction": args.stop_fraction}
+    try:
+        return LogitMatch(critic, real, batch_size=args.batch_size, **kw)
+    except (ValueError, RuntimeError) as exc:
+        raise SystemExit(f"dgflow refine: --stop-real/--stop-fraction: {exc}") from exc
 
 
 def load_object(spec: str, what: str) -> object:
@@ -221,6 +272,14 @@ def main(args: argparse.Namespace) -> int:
     try:
         gen, critic, prior, defaults, info = load_models(args, device)
         kw = refine_kwargs(args, defaults)
+        stop = stop_rule(args, critic, device)
+        if stop is not None:
+            kw["stop"] = stop
+        if args.channels_last:
+            info["channels_last"] = True
+            for m in (gen, critic):
+                if isinstance(m, nn.Module):
+                    m.to(memory_format=torch.channels_last)
         if args.compile:
             info["compile"] = True
             gen, critic = torch.compile(gen), torch.compile(critic)
