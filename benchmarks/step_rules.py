@@ -1,6 +1,9 @@
 """Which step rule and which stopping rule should be refine's default? (issue: scale-free steps)
 
     python benchmarks/step_rules.py            # every cached base; ~40 min here (2 workers)
+    python benchmarks/step_rules.py --rules "auto, clip 1" "auto 0.01, clip 1" "auto 0.04, clip 1" \
+        "auto, clip 1, γ 0" "auto, clip 1, γ 0.05" --out benchmarks/results/defaults_sensitivity
+                                               # the default's auto_step and gamma varied
 
 For every base found (the 2D toy bases of benchmarks/toy2d.py, all base seeds, and the
 Fashion-MNIST bases shipped in dgflow/weights), DGflow KL (gamma 0.01) is run from the same
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -46,12 +50,20 @@ SCRATCH = RESULTS / "_scratch" / "step_rules"  # per-base results, reused by rer
 STEP_RULES = {"η=0.1": {"eta": 0.1, "clip": None}, "η=0.01": {"eta": 0.01, "clip": None},
               "auto": {"eta": "auto", "clip": None}, "auto, clip 3": {"eta": "auto", "clip": 3.0},
               "auto, clip 1": {"eta": "auto", "clip": 1.0}}
+# Sensitivity of the default (auto, clip 1) to its two other constants, auto_step and gamma:
+# ``--rules "auto, clip 1" "auto 0.01, clip 1" ...`` (see benchmarks/results/defaults_sensitivity.md).
+SENSITIVITY_RULES = {"auto 0.01, clip 1": {"eta": "auto", "clip": 1.0, "auto_step": 0.01},
+                     "auto 0.04, clip 1": {"eta": "auto", "clip": 1.0, "auto_step": 0.04},
+                     "auto, clip 1, γ 0": {"eta": "auto", "clip": 1.0, "gamma": 0.0},
+                     "auto, clip 1, γ 0.05": {"eta": "auto", "clip": 1.0, "gamma": 0.05}}
+ALL_RULES = {**STEP_RULES, **SENSITIVITY_RULES}
 STOP_RULES = ("25 steps", "logit match", "logit match ½", "validation")
 GAMMA = 0.01
 
 
 def trajectory(g, d, z, rule: dict, max_steps: int, seed: int, batch_size=None):
-    """States 0..max_steps and mean logits 0..max_steps of one refinement (DGflow KL, gamma GAMMA)."""
+    """States 0..max_steps and mean logits 0..max_steps of one refinement (DGflow KL, gamma GAMMA
+    unless the rule sets its own)."""
     from fid_table import run_method
 
     states, d_mean, _ = run_method(dgflow.refine, {"gamma": GAMMA, "divergence": "kl", **rule}, g, d, z,
@@ -104,7 +116,7 @@ def run_toy(job: dict) -> dict:
     real = toy2d.sample(ds, 2000, torch.Generator().manual_seed(a.seed + 3))
     target = LogitMatch(d, real).target
     out = {**{k: v for k, v in job.items() if k != "args"}, "target_logit": target, "rules": {}}
-    for name, rule in STEP_RULES.items():
+    for name, rule in a.rule_set.items():
         states, d_mean = trajectory(g, d, z, rule, a.max_steps, a.seed + 4)
         xs = {}
 
@@ -150,7 +162,7 @@ def run_image(job: dict) -> dict:
     target = LogitMatch(d, real, batch_size=500).target
     z = torch.randn(a.image_n, meta["generator"]["z_dim"], generator=torch.Generator().manual_seed(a.seed))
     out = {**{k: v for k, v in job.items() if k != "args"}, "target_logit": target, "rules": {}}
-    for name, rule in STEP_RULES.items():
+    for name, rule in a.rule_set.items():
         t0 = time.perf_counter()
         states, d_mean = trajectory(g, d, z, rule, a.image_max_steps, a.seed + 4, batch_size=500)
         feats = {}
@@ -179,11 +191,11 @@ def score_of(res: dict, rule: str, step: int) -> float:
     return t["fid"] if "fid" in t else t["emd"]
 
 
-def summarise(results: list[dict]) -> dict:
+def summarise(results: list[dict], rules) -> dict:
     """Per (step rule, stop rule) and kind of base (2D, image): mean and worst relative change of
     the test distance, bases improved, and 25Gaussians bases with no mode lost."""
     out = {}
-    for rule in STEP_RULES:
+    for rule in rules:
         for stop in STOP_RULES:
             row = {}
             for kind in dict.fromkeys(r["kind"] for r in results):
@@ -294,19 +306,22 @@ def main(argv=None) -> int:
     p.add_argument("--fresh", action="store_true", help="recompute bases cached in " + str(SCRATCH))
     p.add_argument("--no-images", action="store_true")
     p.add_argument("--no-2d", action="store_true")
+    p.add_argument("--rules", nargs="+", default=list(STEP_RULES), choices=list(ALL_RULES), metavar="RULE",
+                   help=f"step rules to compare (default: {list(STEP_RULES)}; also {list(SENSITIVITY_RULES)})")
     p.add_argument("--out", default=str(RESULTS / "step_rules"))
     a = p.parse_args(argv)
-    a.command = " ".join(["python benchmarks/step_rules.py", *(sys.argv[1:] if argv is None else argv)])
+    a.rule_set = {name: ALL_RULES[name] for name in a.rules}
+    a.command = shlex.join(["python", "benchmarks/step_rules.py", *(sys.argv[1:] if argv is None else argv)])
     t0 = time.perf_counter()
     jobs = ([] if a.no_images else image_bases()) + ([] if a.no_2d else toy_bases(a.base_seeds))
     with ProcessPoolExecutor(max_workers=a.workers) as pool:
         results = list(pool.map(run_job, [{**j, "args": a} for j in jobs]))
     results.sort(key=lambda r: (r["kind"] != "image", r["label"]))
     wall = time.perf_counter() - t0
-    summary = summarise(results)
+    summary = summarise(results, a.rule_set)
     out = Path(a.out)
     cfg = {k: v for k, v in vars(a).items()}
-    out.with_suffix(".json").write_text(json.dumps({"config": cfg, "step_rules": STEP_RULES, "gamma": GAMMA,
+    out.with_suffix(".json").write_text(json.dumps({"config": cfg, "step_rules": a.rule_set, "gamma": GAMMA,
                                                     "wall_seconds": round(wall, 1), "summary": summary,
                                                     "bases": results}, indent=1, default=str) + "\n")
     out.with_suffix(".md").write_text(markdown(results, summary, a, wall))
@@ -320,7 +335,7 @@ def run_job(job: dict) -> dict:
     a = job["args"]
     keys = ("n", "emd_n", "max_steps", "val_every") if job["kind"] == "2d" else \
         ("image_n", "image_max_steps", "image_val_every")
-    settings = {"job": {k: v for k, v in job.items() if k != "args"}, "rules": STEP_RULES, "gamma": GAMMA,
+    settings = {"job": {k: v for k, v in job.items() if k != "args"}, "rules": a.rule_set, "gamma": GAMMA,
                 "seed": a.seed, **{k: getattr(a, k) for k in keys}}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     cache = SCRATCH / f"{job['label'].replace(' ', '_')}_{key}.json"
