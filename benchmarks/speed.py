@@ -18,8 +18,9 @@ wall time with synchronisation:
   ``backward()`` also computes their gradients (then ``zero_grad``), a per-batch ``.item()`` log
   line, the same update and noise; its output is compared with refine's (``identical``) and
   reference / refine is the speed-up (target >= 1.5);
-* **opt-ins** (``--opt-ins``): ``torch.compile`` of both models, bfloat16 autocast and, on CUDA,
-  TF32; each with its median time and the largest change of the refined latents;
+* **opt-ins** (``--opt-ins``): ``torch.compile`` of both models, channels-last memory format of
+  both models' weights (``model.to(memory_format=torch.channels_last)``), bfloat16 autocast and,
+  on CUDA, TF32; each with its median time and the largest change of the refined latents;
 * **peak memory** for each N in ``--mem-n`` (fresh subprocess each; on CPU the peak RSS, VmHWM
   of /proc/self/status, reset after model loading and a warm-up so that import-time transients
   do not mask it; it is the counter behind ``ru_maxrss``, which in an exec'd child also
@@ -40,13 +41,14 @@ where the fixed per-step cost of the update is largest relative to the networks.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
 import platform
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -202,42 +204,61 @@ def time_loops(g, d, z, a, device) -> dict:
 
 
 @contextmanager
+def _tf32():
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
 def _opt_in(name: str, g, d, device: torch.device):
-    """Models and context of one opt-in: ``compile``, ``bf16_autocast`` or ``tf32``."""
+    """(generator, critic, context factory) of one opt-in: ``compile``, ``channels_last``,
+    ``bf16_autocast`` or ``tf32``; the context is entered around each timed call only."""
     if name == "compile":
-        yield torch.compile(g), torch.compile(d)
-    elif name == "bf16_autocast":
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            yield g, d
-    else:
-        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        try:
-            yield g, d
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+        return torch.compile(g), torch.compile(d), nullcontext
+    if name == "channels_last":  # on copies: Module.to changes the module in place
+        return (copy.deepcopy(g).to(memory_format=torch.channels_last),
+                copy.deepcopy(d).to(memory_format=torch.channels_last), nullcontext)
+    if name == "bf16_autocast":
+        return g, d, lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return g, d, _tf32
 
 
-def time_opt_ins(g, d, z, a, device, base: torch.Tensor, times_refine: list[float]) -> dict:
-    """Opt-in speed-ups on the same latents: median time, first call (compilation) and the
+def time_opt_ins(g, d, z, a, device, base: torch.Tensor) -> dict:
+    """Opt-in speed-ups on the same latents, each timed in alternation with plain refine (so the
+    ratio is a median of per-repeat ratios, like the loops'), the first call (compilation) and the
     largest change of the refined latents against the default float32 run."""
     flow = (a.steps, a.eta, a.gamma, a.batch_size, a.seed)
     res = {}
-    for name in ["compile", "bf16_autocast"] + (["tf32"] if device.type == "cuda" else []):
+    for name in ["compile", "channels_last", "bf16_autocast"] + (["tf32"] if device.type == "cuda" else []):
         try:
-            with _opt_in(name, g, d, device) as (gg, dd):
-                t0 = time.perf_counter()
-                first, _ = timed(lambda: ours(gg, dd, z, *flow), device)
-                first_wall = time.perf_counter() - t0  # compilation runs partly in worker processes
-                runs = [timed(lambda: ours(gg, dd, z, *flow), device) for _ in range(a.repeats)]
-            ts = [t for t, _ in runs]
-            res[name] = {"median_s": statistics.median(ts), "seconds": ts, "first_call_s": first,
-                         "first_call_wall_s": first_wall,
-                         "over_refine": statistics.median(ts) / statistics.median(times_refine),
-                         "max_abs_change_of_z_refined": (runs[-1][1].float() - base).abs().max().item()}
+            gg, dd, ctx = _opt_in(name, g, d, device)
+
+            def run():
+                with ctx():
+                    return ours(gg, dd, z, *flow)
+
+            t0 = time.perf_counter()
+            first, _ = timed(run, device)
+            first_wall = time.perf_counter() - t0  # compilation runs partly in worker processes
+            ts, plain, out = [], [], None
+            for r in range(a.repeats):
+                for which in (("opt", "plain") if r % 2 else ("plain", "opt")):
+                    if which == "opt":
+                        t, out = timed(run, device)
+                        ts.append(t)
+                    else:
+                        plain.append(timed(lambda: ours(g, d, z, *flow), device)[0])
+            res[name] = {"median_s": statistics.median(ts), "seconds": ts, "plain_refine_s": plain,
+                         "first_call_s": first, "first_call_wall_s": first_wall,
+                         "over_refine": statistics.median(x / y for x, y in zip(ts, plain)),
+                         "max_abs_change_of_z_refined": (out.float() - base).abs().max().item()}
         except Exception as exc:  # an opt-in that does not work here is reported, not fatal
             res[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-        print(f"opt-in {name}: {res[name]}", flush=True)
+        print(f"opt-in {name}: " + ", ".join(f"{k} {v}" for k, v in res[name].items()
+                                             if k not in ("seconds", "plain_refine_s")), flush=True)
     return res
 
 
@@ -261,13 +282,16 @@ def markdown(res: dict) -> str:
              f"{'met' if t['reference_over_refine'] >= 1.5 else 'NOT met'}); identical output: "
              f"{t['identical_output']} (max |diff| {t['max_abs_diff_vs_reference']:.3g}).", ""]
     if res.get("opt_ins"):
-        lines += ["| opt-in | median s | vs refine | first call: s (wall s) | max change of z_refined |",
-                  "|---|---|---|---|---|"]
+        lines += ["Opt-ins, each timed in alternation with plain refine (vs refine: median of per-repeat "
+                  "ratios; speed-up over the reference: the reference/refine ratio above divided by it):", "",
+                  "| opt-in | median s | vs refine | speed-up over the reference | first call: s (wall s) | "
+                  "max change of z_refined |", "|---|---|---|---|---|---|"]
         for k, v in res["opt_ins"].items():
             if "error" in v:
-                lines.append(f"| {k} | failed: {v['error'][:80]} | | | |")
+                lines.append(f"| {k} | failed: {v['error'][:80]} | | | | |")
             else:
                 lines.append(f"| {k} | {v['median_s']:.3f} | {v['over_refine']:.3f} | "
+                             f"{t['reference_over_refine'] / v['over_refine']:.2f}x | "
                              f"{v['first_call_s']:.2f} ({v['first_call_wall_s']:.1f}) | "
                              f"{v['max_abs_change_of_z_refined']:.3g} |")
         lines.append("")
@@ -304,7 +328,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mem-n", type=int, nargs="*", default=[1000, 10000, 50000])
     p.add_argument("--mem-steps", type=int, default=2)
-    p.add_argument("--opt-ins", action="store_true", help="also time torch.compile / bf16 / TF32")
+    p.add_argument("--opt-ins", action="store_true", help="also time torch.compile / channels-last / bf16 / TF32")
     p.add_argument("--tag", default="", help="suffix of the result files (speed<tag>.json)")
     p.add_argument("--tmp", default=None, help="folder for the shards of the memory runs")
     p.add_argument("--mem-child", choices=["refine", "shards"], help=argparse.SUPPRESS)
@@ -331,7 +355,7 @@ def main(argv=None) -> int:
            "torch": torch.__version__, "pair": desc,
            "config": {k: v for k, v in vars(a).items() if not k.startswith("mem_child") and k != "tmp"},
            "timing": timing}
-    res["opt_ins"] = time_opt_ins(g, d, z, a, device, base, timing["seconds"]["refine"]) if a.opt_ins else {}
+    res["opt_ins"] = time_opt_ins(g, d, z, a, device, base) if a.opt_ins else {}
     res["memory"] = memory(a, __file__) if a.mem_n else []
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"speed{a.tag}.json").write_text(json.dumps(res, indent=1) + "\n")
