@@ -3,6 +3,7 @@
     dgflow refine --model NAME --n 50000 --steps 25 --out DIR [--png DIR/png]
     dgflow refine --generator mypkg.nets:make_g --critic mypkg.nets:make_d --z-dim 128 --n 1000 --out DIR
     torchrun --nproc_per_node 4 -m dgflow.cli refine -n 50000 ...   # same output, 4 processes
+    dgflow refine --model NAME -n 10000 --steps 100 --stop-real heldout.npy --out DIR   # LogitMatch stop
 
 ``--generator``/``--critic`` take ``module:attr`` (or ``path/to/file.py:attr``; ``attr`` may be
 dotted). The object found there is used as follows: an ``nn.Module`` instance is the model; a
