@@ -105,7 +105,8 @@ def validation_split(dataset: str, seed: int, data_dir: str | None = None) -> tu
 
 def make_extractor(kind: str, a: argparse.Namespace, device: torch.device):
     if kind == "inception":
-        return fidlib.InceptionFeatures(a.inception_weights).to(device), "Inception pool3 FID", {}
+        ext = fidlib.InceptionFeatures(a.inception_weights).to(device)
+        return ext, "Inception pool3 FID", {"inception_weights": ext.source}
     ext = fidlib.CNNFeatures.from_file(a.classifier).to(device)
     meta = read_metadata(a.classifier)
     info = {k: meta.get(k) for k in ("test_accuracy", "n_test", "epochs")}
@@ -156,11 +157,19 @@ def evaluate_base(base: str, path: Path, ext, refs: dict, a: argparse.Namespace,
     return out, grids
 
 
+def _extractor_note(res: dict) -> str:
+    info = res.get("classifier") or {}
+    if info.get("test_accuracy") is not None:
+        return f" (classifier test accuracy {info['test_accuracy']:.4f})."
+    if info.get("inception_weights"):
+        return f" (weights: {info['inception_weights']})."
+    return "."
+
+
 def write_markdown(res: dict, path: Path) -> None:
     lines = [f"# {res['metric']} on {res['dataset']}, N = {res['n']:,} per set", "",
-             f"Reference: {res['reference']}. Feature extractor: {res['extractor']}"
-             + (f" (classifier test accuracy {res['classifier']['test_accuracy']:.4f})."
-                if res.get("classifier") else ".") + f" Up to {res['steps']} gradient steps for every method. "
+             f"Reference: {res['reference']}. Feature extractor: {res['extractor']}" + _extractor_note(res)
+             + f" Up to {res['steps']} gradient steps for every method. "
              "Stopping rules, chosen without the test split: *val* = the recorded step with the lowest FID "
              "against 10,000 train-split images; *logit* = dgflow.stopping.LogitMatch with 2,000 other "
              "train-split images, its default: the first step at which the batch's mean critic logit has closed "
