@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ import dgflow  # noqa: E402
 from dgflow.data import fmnist  # noqa: E402
 from dgflow.metrics import fid as fidlib  # noqa: E402
 from dgflow.metrics import inception_tf  # noqa: E402
+from commandline import command_line  # noqa: E402
 
 RESULTS = HERE / "results"
 
@@ -51,13 +51,9 @@ def parity(ext: fidlib.InceptionFeatures, images: torch.Tensor) -> dict:
     ts = torch.jit.load(str(path), map_location="cpu").eval()
     x = (images.clamp(-1, 1) + 1) / 2
     x = torch.nn.functional.interpolate(x.expand(-1, 3, -1, -1), size=(299, 299), mode="bilinear",
-                                        align_corners=False) * 2 - 1  # what InceptionV3 feeds its blocks
+                                        align_corners=False) * 2 - 1  # InceptionV3's own resize and scaling
     with torch.no_grad():
-        ours = x
-        for block in ext.model.blocks:
-            ours = block(ours)
-        ref = ts(x)
-    ours, ref = ours.flatten(1), ref.flatten(1)
+        ours, ref = ext(images), ts(x).flatten(1)
     return {"images": len(images), "max_abs_diff": float((ours - ref).abs().max()),
             "max_rel_diff": float(((ours - ref).abs() / ref.abs().clamp_min(1e-3)).max()),
             "feature_mean_abs": float(ref.abs().mean())}
@@ -89,7 +85,7 @@ def main(argv=None) -> int:
     test = fmnist.load_tensor("test", a.data_dir)[0]
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(a.seed))[: a.n]
     real = test[pick]
-    res = {"command": shlex.join(["python", "benchmarks/inception_fid.py", *(sys.argv[1:] if argv is None else argv)]),
+    res = {"command": command_line(__file__, argv),
            "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads", "n": a.n, "steps": a.steps,
            "inception_source": ext.source, "parity": parity(ext, real[:8]), "bases": {}}
     print("parity", res["parity"], flush=True)

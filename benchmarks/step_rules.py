@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -44,6 +43,7 @@ import dgflow  # noqa: E402
 from dgflow.data import toy2d  # noqa: E402
 from dgflow.metrics.toy2d import emd, report  # noqa: E402
 from dgflow.stopping import LogitMatch  # noqa: E402
+from commandline import command_line  # noqa: E402
 
 RESULTS = HERE / "results"
 SCRATCH = RESULTS / "_scratch" / "step_rules"  # per-base results, reused by reruns (not committed)
@@ -311,7 +311,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(RESULTS / "step_rules"))
     a = p.parse_args(argv)
     a.rule_set = {name: ALL_RULES[name] for name in a.rules}
-    a.command = shlex.join(["python", "benchmarks/step_rules.py", *(sys.argv[1:] if argv is None else argv)])
+    a.command = command_line(__file__, argv)
     t0 = time.perf_counter()
     jobs = ([] if a.no_images else image_bases()) + ([] if a.no_2d else toy_bases(a.base_seeds))
     with ProcessPoolExecutor(max_workers=a.workers) as pool:

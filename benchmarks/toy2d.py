@@ -35,6 +35,7 @@ import torch
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from commandline import command_line  # noqa: E402
 from train_toy2d import Z_DIM, build, train  # noqa: E402
 
 from dgflow import generate, refine  # noqa: E402
@@ -289,7 +290,7 @@ def main(argv=None) -> int:
     p.add_argument("--bases-dir", default=str(RESULTS / "bases"))
     p.add_argument("--out", default=str(RESULTS / "toy2d"), help="output prefix (.json, .md, .png)")
     a = p.parse_args(argv)
-    a.command = " ".join(["python benchmarks/toy2d.py", *(sys.argv[1:] if argv is None else argv)])
+    a.command = command_line(__file__, argv)
     t0 = time.perf_counter()
     bases = [{"dataset": ds, "loss": loss, "base": LOSS_LABEL[loss], "base_seed": bs, "iters": a.iters,
               "path": str(base_path(Path(a.bases_dir), ds, loss, bs, a.iters))}
