@@ -113,11 +113,21 @@ def make_extractor(kind: str, a: argparse.Namespace, device: torch.device):
     return ext, "FID (FMNIST-CNN features)", {**info, "sha256": sha256_of(a.classifier)}
 
 
-def evaluate_base(base: str, path: Path, ext, refs: dict, a: argparse.Namespace, device) -> dict:
-    """Every method on one base: test FID every ``--every`` steps, and the steps two stopping rules
-    choose without the test split (best validation FID on the grid; LogitMatch), with their test FID."""
+def evaluate_base(base: str, path: Path, ext, refs: dict, a: argparse.Namespace, device) -> tuple[dict, dict]:
+    """Every method of :func:`methods_for` on the GAN base in ``path``: see :func:`evaluate_models`."""
     g, d, meta = load_base(path, device)
     z = torch.randn(a.n, meta["generator"]["z_dim"], generator=torch.Generator().manual_seed(a.seed)).to(device)
+    info = {"weights": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+            "sha256": sha256_of(path)}
+    return evaluate_models(base, g, d, z, methods_for(base, a), ext, refs, a, info)
+
+
+def evaluate_models(base: str, g, d, z: torch.Tensor, methods: dict, ext, refs: dict, a: argparse.Namespace,
+                    info: dict) -> tuple[dict, dict]:
+    """Every method on one generator/critic pair from latents ``z``: test FID every ``--every`` steps,
+    and the steps two stopping rules choose without the test split (best validation FID on the
+    grid; LogitMatch), with their test FID. Returns (results, sample grids)."""
+    device = z.device
     target = mean_logit(d, refs["real"].to(device), a.batch_size)
     stats = {}
 
@@ -128,12 +138,11 @@ def evaluate_base(base: str, path: Path, ext, refs: dict, a: argparse.Namespace,
         return {k: fidlib.frechet_distance(stats[key], refs[k]) for k in ("test", "val")}
 
     base_fid = fids("base", z)
-    out = {"weights": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-           "sha256": sha256_of(path), "fid_base": base_fid["test"], "val_fid_base": base_fid["val"],
-           "target_logit": target, "methods": {}}
+    out = {**info, "fid_base": base_fid["test"], "val_fid_base": base_fid["val"], "target_logit": target,
+           "methods": {}}
     grids = {"base": dgflow.generate(g, z[:64]).cpu()}
     print(f"{base}: base FID {base_fid['test']:.3f} (N={a.n})", flush=True)
-    for name, (fn, kw) in methods_for(base, a).items():
+    for name, (fn, kw) in methods.items():
         stats = {"base": stats["base"]}
         states, d_mean, secs = run_method(fn, kw, g, d, z, a.steps, a.batch_size, a.seed + 1)
         grid = list(range(0, a.steps, a.every)) + [a.steps]

@@ -19,15 +19,16 @@ wall time with synchronisation:
   line, the same update and noise; its output is compared with refine's (``identical``) and
   reference / refine is the speed-up (target >= 1.5);
 * **opt-ins** (``--opt-ins``): ``torch.compile`` of both models, channels-last memory format of
-  both models' weights (``model.to(memory_format=torch.channels_last)``), bfloat16 autocast and,
-  on CUDA, TF32; each with its median time and the largest change of the refined latents;
-* **peak memory** for each N in ``--mem-n`` (fresh subprocess each; on CPU the peak RSS, VmHWM
-  of /proc/self/status, reset after model loading and a warm-up so that import-time transients
-  do not mask it; it is the counter behind ``ru_maxrss``, which in an exec'd child also
-  reports the parent's RSS at fork, so it is recorded but not used; on CUDA
-  ``torch.cuda.max_memory_allocated``) of (a) ``dgflow.refine`` on all N latents with a
-  fixed ``batch_size`` and (b) ``dgflow.distributed.refine_to_shards`` with ``chunk_size`` =
-  that batch size, decoding to disk; ``--mem-steps`` flow steps (memory does not grow with steps).
+  both models' weights (``model.to(memory_format=torch.channels_last)``), the two together,
+  bfloat16 autocast and, on CUDA, TF32; each with its median time and the largest change of the
+  refined latents;
+* **chunking**: the reference's output at a quarter, half and twice the batch size against the
+  timed one (is "identical output" bitwise-stable, i.e. a meaningful bar?), and the floor's time
+  at those chunk sizes (could a different chunking beat the floor at identical output?);
+* **peak memory** for each N in ``--mem-n`` (a fresh process each; see ``speed_memory.py`` for
+  how it is read on CPU and CUDA) of (a) ``dgflow.refine`` on all N latents with a fixed
+  ``batch_size`` and (b) ``dgflow.distributed.refine_to_shards`` with ``chunk_size`` = that
+  batch size, decoding to disk; ``--mem-steps`` flow steps (memory does not grow with steps).
 
 Pair: the Fashion-MNIST DCGAN-lite of DESIGN.md §5 (``dgflow.models.arch.dcgan``: 64-d z ->
 128x4x4 -> transposed convs 64, 32, 1 to 32x32, ~17M MACs/image; spectral-norm critic with
@@ -203,6 +204,23 @@ def time_loops(g, d, z, a, device) -> dict:
             "max_abs_diff_vs_reference": diff, "_refined": outs["refine"]}
 
 
+def chunking_checks(g, d, z, a, device) -> dict:
+    """Is "identical output" a meaningful bar, and can re-chunking beat the floor? The reference's
+    output at other batch sizes (max |diff| to the timed batch size; 0 = bitwise the same), and the
+    floor's time per chunk size (medians of 5 rotating repeats, relative to the timed batch size)."""
+    sizes = sorted({max(1, a.batch_size // 4), max(1, a.batch_size // 2), a.batch_size, 2 * a.batch_size})
+    flow = (a.steps, a.eta, a.gamma)
+    base = reference(g, d, z, *flow, a.batch_size, a.seed)
+    diffs = {b: (reference(g, d, z, *flow, b, a.seed) - base).abs().max().item() for b in sizes if b != a.batch_size}
+    times = {b: [] for b in sizes}
+    for r in range(5):
+        for b in sizes[r % len(sizes):] + sizes[: r % len(sizes)]:
+            times[b].append(timed(lambda: floor(g, d, z, a.steps, b), device)[0])
+    med = {b: statistics.median(v) for b, v in times.items()}
+    return {"reference_max_diff_by_batch_size": diffs,
+            "floor_time_by_batch_size": {b: med[b] / med[a.batch_size] for b in sizes}}
+
+
 @contextmanager
 def _tf32():
     old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -213,14 +231,19 @@ def _tf32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
+OPT_INS = ["compile", "channels_last", "channels_last+compile", "bf16_autocast"]
+
+
 def _opt_in(name: str, g, d, device: torch.device):
-    """(generator, critic, context factory) of one opt-in: ``compile``, ``channels_last``,
+    """(generator, critic, context factory) of one opt-in: ``compile``, ``channels_last`` (both:
+    ``channels_last+compile``),
     ``bf16_autocast`` or ``tf32``; the context is entered around each timed call only."""
     if name == "compile":
         return torch.compile(g), torch.compile(d), nullcontext
-    if name == "channels_last":  # on copies: Module.to changes the module in place
-        return (copy.deepcopy(g).to(memory_format=torch.channels_last),
-                copy.deepcopy(d).to(memory_format=torch.channels_last), nullcontext)
+    if name in ("channels_last", "channels_last+compile"):  # on copies: Module.to changes the module in place
+        gg = copy.deepcopy(g).to(memory_format=torch.channels_last)
+        dd = copy.deepcopy(d).to(memory_format=torch.channels_last)
+        return (gg, dd, nullcontext) if name == "channels_last" else (torch.compile(gg), torch.compile(dd), nullcontext)
     if name == "bf16_autocast":
         return g, d, lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return g, d, _tf32
@@ -232,7 +255,7 @@ def time_opt_ins(g, d, z, a, device, base: torch.Tensor) -> dict:
     largest change of the refined latents against the default float32 run."""
     flow = (a.steps, a.eta, a.gamma, a.batch_size, a.seed)
     res = {}
-    for name in ["compile", "channels_last", "bf16_autocast"] + (["tf32"] if device.type == "cuda" else []):
+    for name in OPT_INS + (["tf32"] if device.type == "cuda" else []):
         try:
             gg, dd, ctx = _opt_in(name, g, d, device)
 
@@ -281,6 +304,13 @@ def markdown(res: dict) -> str:
              f"Speed-up of refine over the reference: **{t['reference_over_refine']:.2f}x** (target >= 1.5: "
              f"{'met' if t['reference_over_refine'] >= 1.5 else 'NOT met'}); identical output: "
              f"{t['identical_output']} (max |diff| {t['max_abs_diff_vs_reference']:.3g}).", ""]
+    if res.get("chunking"):
+        ch = res["chunking"]
+        lines += ["The reference's output at other batch sizes, max |diff| to batch size "
+                  f"{c['batch_size']} (0: bitwise identical): "
+                  + ", ".join(f"{b}: {v:.3g}" for b, v in ch["reference_max_diff_by_batch_size"].items())
+                  + f". The floor's time per chunk size, relative to {c['batch_size']}: "
+                  + ", ".join(f"{b}: {v:.2f}" for b, v in ch["floor_time_by_batch_size"].items()) + ".", ""]
     if res.get("opt_ins"):
         lines += ["Opt-ins, each timed in alternation with plain refine (vs refine: median of per-repeat "
                   "ratios; speed-up over the reference: the reference/refine ratio above divided by it):", "",
@@ -354,7 +384,8 @@ def main(argv=None) -> int:
     res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
            "torch": torch.__version__, "pair": desc,
            "config": {k: v for k, v in vars(a).items() if not k.startswith("mem_child") and k != "tmp"},
-           "timing": timing}
+           "timing": timing, "chunking": chunking_checks(g, d, z, a, device)}
+    print(f"chunking: {res['chunking']}", flush=True)
     res["opt_ins"] = time_opt_ins(g, d, z, a, device, base) if a.opt_ins else {}
     res["memory"] = memory(a, __file__) if a.mem_n else []
     RESULTS.mkdir(parents=True, exist_ok=True)

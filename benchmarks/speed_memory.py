@@ -1,4 +1,10 @@
-"""Peak memory of refine() and of the sharded path, one fresh process per point (for speed.py)."""
+"""Peak memory of refine() and of the sharded path, one fresh process per point (for speed.py).
+
+On CPU the peak is the peak RSS, VmHWM of /proc/self/status, reset after model loading and a
+warm-up so that import-time transients do not mask it. It is the counter behind ``ru_maxrss``,
+which in an exec'd child also reports the parent's RSS at fork, so ``ru_maxrss`` is recorded but
+not used. On CUDA it is ``torch.cuda.max_memory_allocated``.
+"""
 from __future__ import annotations
 
 import json

@@ -57,9 +57,13 @@ class DCGANGenerator(nn.Module):
 
 
 class _ConvCritic(nn.Module):
-    """Stride-2 4x4 convolutions then a linear logit; optional spectral norm on every layer."""
+    """Stride-2 4x4 convolutions then a linear layer; optional spectral norm on every layer.
 
-    def __init__(self, in_channels: int, channels: Sequence[int], img_size: int, slope: float, sn: bool):
+    With ``out_features=1`` (critics) the output is a logit of shape (N,), else (N, out_features).
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int], img_size: int, slope: float, sn: bool,
+                 out_features: int = 1):
         super().__init__()
         ch = _check_channels(channels)
         final = int(img_size) // 2 ** len(ch)
@@ -72,11 +76,12 @@ class _ConvCritic(nn.Module):
             layers += [wrap(nn.Conv2d(c_in, c, 4, 2, 1)), nn.LeakyReLU(slope, True)]
             c_in = c
         self.features = nn.Sequential(*layers)
-        self.head = wrap(nn.Linear(c_in * final * final, 1))
+        self.head = wrap(nn.Linear(c_in * final * final, int(out_features)))
         self.img_size = int(img_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).flatten(1)).squeeze(1)
+        out = self.head(self.features(x).flatten(1))
+        return out.squeeze(1) if out.shape[1] == 1 else out
 
 
 class WGANGPCritic(_ConvCritic):
