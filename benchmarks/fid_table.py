@@ -103,6 +103,17 @@ def validation_split(dataset: str, seed: int, data_dir: str | None = None) -> tu
     return train[perm[:10000]], train[perm[10000:12000]]
 
 
+def reference_sets(ext, dataset: str, a: argparse.Namespace) -> dict:
+    """What :func:`evaluate_models` compares with: ``test`` statistics (the test split), ``val``
+    statistics and ``real`` images (the two parts of :func:`validation_split`), cached by key."""
+    test = fidlib.reference_stats(ext, lambda: image_data.load_images(dataset, "test", a.data_dir),
+                                  key=f"{dataset}_test", cache=a.cache, batch_size=a.batch_size, progress=True)
+    val_images, real = validation_split(dataset, a.seed, a.data_dir)
+    val = fidlib.reference_stats(ext, lambda: val_images, key=f"{dataset}_train10k_s{a.seed}", cache=a.cache,
+                                 batch_size=a.batch_size, progress=True)
+    return {"test": test, "val": val, "real": real}
+
+
 def make_extractor(kind: str, a: argparse.Namespace, device: torch.device):
     if kind == "inception":
         ext = fidlib.InceptionFeatures(a.inception_weights).to(device)
@@ -320,12 +331,8 @@ def main(argv=None) -> int:
     except (fidlib.InceptionWeightsMissing, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ref = fidlib.reference_stats(ext, lambda: image_data.load_images(ds, "test", a.data_dir), key=f"{ds}_test",
-                                 cache=a.cache, batch_size=a.batch_size, progress=True)
-    val_images, real = validation_split(ds, a.seed, a.data_dir)
-    val = fidlib.reference_stats(ext, lambda: val_images, key=f"{ds}_train10k_s{a.seed}", cache=a.cache,
-                                 batch_size=a.batch_size, progress=True)
-    refs = {"test": ref, "val": val, "real": real}
+    refs = reference_sets(ext, ds, a)
+    ref = refs["test"]
     res = {"dataset": ds, "metric": metric, "extractor": ext.name, "n": a.n, "steps": a.steps,
            "record_steps": list(range(0, a.steps, a.every)) + [a.steps],
            "reference": f"{ds} test split, {ref.n:,} images (cached statistics)", "classifier": cls_info,

@@ -38,7 +38,6 @@ from train_fmnist_vae import DEFAULT_OUT as VAE_FILE  # noqa: E402
 
 import dgflow  # noqa: E402
 from dgflow.io import load_modules, read_metadata, sha256_of  # noqa: E402
-from dgflow.metrics import fid as fidlib  # noqa: E402
 from dgflow.models.arch import ConvVAE, SNDCGANDiscriminator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,30 +81,13 @@ def fit(kind: str, real: torch.Tensor, fake: torch.Tensor, seed: int) -> tuple[t
     return critic, report
 
 
-def long_run(g, critic, z: torch.Tensor, ext, refs: dict, steps: int, every: int, seed: int) -> dict:
-    """refine's defaults for up to ``steps`` steps: test and validation FID every ``every`` steps,
-    and the steps LogitMatch and the validation FID choose, with their test FID."""
-    from dgflow.stopping import LogitMatch, mean_logit
-
-    states, d_mean, secs = fid_table.run_method(dgflow.refine, {}, g, critic, z, steps, 500, seed, progress=False)
-    cache = {}
-
-    def fids(s: int) -> dict:
-        if s not in cache:
-            feats = fidlib.extract(ext, dgflow.generate(g, states[s], 500), 500)
-            st = fidlib.gaussian_stats(feats)
-            cache[s] = {k: fidlib.frechet_distance(st, refs[k]) for k in ("test", "val")}
-        return cache[s]
-
-    grid = list(range(0, steps, every)) + [steps]
-    curve = {s: fids(s) for s in grid}
-    fired = LogitMatch.from_target(mean_logit(critic, refs["real"], 500)).stop_step([d_mean[s] for s in range(steps + 1)])
-    stop_val = min(grid, key=lambda s: (curve[s]["val"], s))
-    stops = {"validation": stop_val, "logit match": steps if fired is None else fired}
-    return {"steps": steps, "every": every, "fid_by_step": {s: c["test"] for s, c in curve.items()},
-            "val_fid_by_step": {s: c["val"] for s, c in curve.items()}, "stops": stops,
-            "logit_reached": fired is not None, "fid_at_stop": {k: fids(s)["test"] for k, s in stops.items()},
-            "refine_seconds": round(secs, 1)}
+def long_run(g, critic, z: torch.Tensor, ext, refs: dict, fa: argparse.Namespace, steps: int, every: int) -> dict:
+    """refine's defaults for up to ``steps`` steps through :func:`fid_table.evaluate_models`: test
+    and validation FID every ``every`` steps, and the steps LogitMatch and the validation FID choose."""
+    long = argparse.Namespace(**{**vars(fa), "steps": steps, "every": every})
+    out, _ = fid_table.evaluate_models("long run", g, critic, z, {"DGflow defaults": (dgflow.refine, {})}, ext,
+                                       refs, long, {})
+    return {"every": every, **out["methods"]["DGflow defaults"]}
 
 
 def long_markdown(res: dict) -> str:
@@ -154,11 +136,7 @@ def main(argv=None) -> int:
         return 2
     vae, vmeta = load_vae(vae_path, dev)
     ext, metric, cls_info = fid_table.make_extractor("cnn", fa, dev)
-    load = fid_table.image_data.load_images
-    refs = {"test": fidlib.reference_stats(ext, lambda: load("fmnist", "test", a.data_dir), key="fmnist_test",
-                                           cache=a.cache)}
-    val_images, refs["real"] = fid_table.validation_split("fmnist", a.seed, a.data_dir)
-    refs["val"] = fidlib.reference_stats(ext, lambda: val_images, key=f"fmnist_train10k_s{a.seed}", cache=a.cache)
+    refs = fid_table.reference_sets(ext, "fmnist", fa)
     real_fit = fit_split(a.seed, a.data_dir)
     g = dgflow.as_generator(vae.decode, vae.z_dim)
     fake_fit = dgflow.generate(g, torch.randn(len(real_fit), vae.z_dim,
@@ -181,7 +159,7 @@ def main(argv=None) -> int:
         res["bases"][label], grids = fid_table.evaluate_models(label, g, critic, z, methods, ext, refs, fa,
                                                                {"critic": kind})
         if a.long_steps:
-            res["bases"][label]["long"] = long_run(g, critic, z, ext, refs, a.long_steps, a.long_every, a.seed + 1)
+            res["bases"][label]["long"] = long_run(g, critic, z, ext, refs, fa, a.long_steps, a.long_every)
             print(f"{label} long run: {res['bases'][label]['long']}", flush=True)
         res["seconds_by_base"][label] = round(time.perf_counter() - t0, 1)
         fid_table.plot_samples(label, grids, Path(f"{stem}_samples_{kind}.png"))
