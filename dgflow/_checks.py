@@ -69,3 +69,11 @@ def as_logits(out: object, n: int, name: str = "critic") -> torch.Tensor:
         raise ValueError(f"{name} must return logits of shape (N,) or (N, 1) with N={n}, "
                          f"got shape {tuple(out.shape)}")
     return out
+
+
+def check_models(generator: object, critic: object) -> None:
+    """``generator`` must be callable or None (identity), ``critic`` callable."""
+    if generator is not None and not callable(generator):
+        raise TypeError(f"generator must be callable (z -> x) or None, got {type(generator).__name__}")
+    if not callable(critic):
+        raise TypeError(f"critic must be callable (x -> logits), got {type(critic).__name__}")

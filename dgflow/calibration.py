@@ -17,12 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import as_logits, check_float, check_int, check_latents
-from .flow import frozen
-from .models.protocol import modules_of
+from .models.modules import attach_modules
+from .passes import EVAL_CHUNK, logits
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 CALIBRATIONS = ("platt", "temperature", None)
-_EVAL_CHUNK = 4096
 
 def logistic_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
     """Class-balanced logistic loss 0.5 (mean softplus(-d_real) + mean softplus(d_fake)), nats."""
@@ -59,24 +58,13 @@ def log_ratio_error(d: torch.Tensor, truth: torch.Tensor, clip: float = 10.0) ->
             "prob_mae": float((torch.sigmoid(d) - torch.sigmoid(truth)).abs().mean()), "n": d.numel()}
 
 
-@torch.no_grad()
-def critic_logits(critic: Model, x: torch.Tensor, batch_size: int | None = _EVAL_CHUNK,
-                  name: str = "critic") -> torch.Tensor:
-    """d(x) of shape (N,), in chunks, without gradients, with the critic's modules in eval mode
-    (restored afterwards, so spectral-norm vectors are not updated)."""
-    b = len(x) if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
-    with frozen(critic):
-        outs = [as_logits(critic(x[i:i + b]), len(x[i:i + b]), name) for i in range(0, len(x), max(b, 1))]
-    return torch.cat(outs) if outs else x.new_zeros(0)
-
-
 def calibration_report(critic: Model, x_real: torch.Tensor, x_fake: torch.Tensor, *, bins: int = 15,
-                       true_log_ratio: Optional[Model] = None, batch_size: int | None = _EVAL_CHUNK
+                       true_log_ratio: Optional[Model] = None, batch_size: int | None = EVAL_CHUNK
                        ) -> dict[str, float]:
     """Held-out logistic loss, ECE, balanced accuracy and mean logits of ``critic`` on real/fake
     points; with ``true_log_ratio`` (x -> log mu(x)/rho(x)) also :func:`log_ratio_error` on both."""
     x_real, x_fake = _check_pair(x_real, x_fake, "x_real", "x_fake")
-    dr, df = critic_logits(critic, x_real, batch_size), critic_logits(critic, x_fake, batch_size)
+    dr, df = logits(None, critic, x_real, batch_size, name="x_real"), logits(None, critic, x_fake, batch_size, name="x_fake")
     out = {"logistic_loss": float(logistic_loss(dr.double(), df.double())),
            "ece": expected_calibration_error(dr, df, bins),
            "accuracy": 0.5 * float((dr > 0).double().mean() + (df < 0).double().mean()),
@@ -163,13 +151,12 @@ class Affine(nn.Module):
 
 class Call(nn.Module):
     """A plain callable as an nn.Module; the modules behind it (a bound method's owner) are
-    registered, so .to(), state_dict() and :func:`dgflow.flow.frozen` reach them."""
+    registered, so .to(), state_dict() and :func:`dgflow.models.frozen` reach them."""
 
     def __init__(self, fn: Model):
         super().__init__()
         self.fn = fn
-        for i, m in enumerate(modules_of(fn)):
-            self.add_module(f"owner{i}", m)
+        attach_modules(self, fn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
@@ -194,11 +181,12 @@ class CalibratedCritic(nn.Module):
 
 
 def calibrate(critic: Model, x_real: torch.Tensor, x_fake: torch.Tensor, method: str = "platt",
-              batch_size: int | None = _EVAL_CHUNK) -> CalibratedCritic:
+              batch_size: int | None = EVAL_CHUNK) -> CalibratedCritic:
     """Wrap any critic with an affine calibration fitted on held-out real/fake points
     (e.g. a WGAN critic, whose scale is arbitrary). The critic itself is not changed."""
     x_real, x_fake = _check_pair(x_real, x_fake, "x_real", "x_fake")
-    a, b = fit_affine(critic_logits(critic, x_real, batch_size), critic_logits(critic, x_fake, batch_size), method)
+    a, b = fit_affine(logits(None, critic, x_real, batch_size, name="x_real"),
+                      logits(None, critic, x_fake, batch_size, name="x_fake"), method)
     return CalibratedCritic(critic, Affine(a, b, method).to(x_real.device))
 
 

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from ._checks import as_logits, check_float, check_int
 from .calibration import (CALIBRATIONS, Affine, CalibratedCritic, _as_module, _check_pair, calibration_report,
-                          critic_logits, fit_affine, logistic_loss, miscalibration_test)
+                          fit_affine, logistic_loss, miscalibration_test)
+from .passes import logits
 from .training import gradient_penalty
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -160,12 +161,12 @@ def fit_critic(real: torch.Tensor, fake: torch.Tensor, *, critic: Optional[nn.Mo
         net = apply_spectral_norm(net) if regularizer == "spectral" else net
         (ivr, itr), (ivf, itf) = _split(real, val_fraction), _split(fake, val_fraction)
         tr, vr, tf, vf = real[itr], real[ivr], fake[itf], fake[ivf]
-        b = [x.new_zeros(len(x)) if base is None else critic_logits(base, x, name="base") for x in (tr, vr, tf, vf)]
+        b = [x.new_zeros(len(x)) if base is None else logits(None, base, x, name="base") for x in (tr, vr, tf, vf)]
         base_affine = Affine(*fit_affine(b[0], b[2]), "platt") if base is not None and calibrate_base else Affine()
         b = [base_affine.to(real.device)(v) for v in b]
         info = FitInfo(val_index=(ivr, ivf))
         _train(net, (tr, b[0]), (tf, b[2]), (vr, b[1]), (vf, b[3]), info, **cfg)
-    raw = critic_logits(net, vr) + b[1], critic_logits(net, vf) + b[3]
+    raw = logits(None, net, vr) + b[1], logits(None, net, vf) + b[3]
     test = miscalibration_test(*raw, *fit_affine(*raw, calibrate), calibrate, calibration_level) if calibrate else {}
     info.calibration_test = test
     affine = Affine(test["a"], test["b"], calibrate) if test.get("applied") else Affine()
@@ -212,7 +213,7 @@ def _train(net: nn.Module, train_r, train_f, val_r, val_f, info: FitInfo, *, gp_
             loss.backward()
             opt.step()
         net.eval()
-        val = float(logistic_loss(critic_logits(net, val_r[0]) + val_r[1], critic_logits(net, val_f[0]) + val_f[1]))
+        val = float(logistic_loss(logits(None, net, val_r[0]) + val_r[1], logits(None, net, val_f[0]) + val_f[1]))
         if not math.isfinite(val):
             raise FloatingPointError(f"fit_critic: held-out loss is {val} at epoch {epoch + 1}; lower lr")
         info.train_loss.append(total / steps), info.val_loss.append(val)

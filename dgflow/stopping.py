@@ -20,7 +20,9 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ._checks import check_batch_size, check_float, check_int
-from .flow import chunked_logits, frozen, generate, record_steps
+from .engine import record_steps
+from .flow import generate
+from .passes import logits
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -95,8 +97,10 @@ def mean_logit(critic: Model, real: torch.Tensor, batch_size: Optional[int] = No
     """Mean critic logit over samples ``real`` (M, ...), without gradients, models restored."""
     if not isinstance(real, torch.Tensor) or real.dim() < 1 or len(real) == 0:
         raise ValueError("real must be a non-empty tensor of real samples (M, ...)")
-    with frozen(critic):
-        return float(chunked_logits(None, critic, real, check_batch_size(batch_size)).mean())
+    if not bool(torch.isfinite(real).all()):
+        bad = int((~torch.isfinite(real)).reshape(len(real), -1).any(1).sum())
+        raise ValueError(f"real contains non-finite values (NaN or inf) in {bad} of {len(real)} samples")
+    return float(logits(None, critic, real, check_batch_size(batch_size), name="real").mean())
 
 
 def best_step(generator: Optional[Model], trajectory: torch.Tensor, score: Callable[[torch.Tensor], float],

@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from dgflow.calibration import (calibrate, calibration_report, critic_logits, expected_calibration_error,
+from dgflow.calibration import (calibrate, calibration_report, expected_calibration_error,
                                 fit_affine, log_ratio_error, logistic_loss, miscalibration_test)
 from dgflow.fit import fit_critic
+from dgflow.passes import logits
 
 M1, M2 = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 0.0])   # true slope |m1 - m2| = 2
 
@@ -36,7 +37,7 @@ def draw(n, seed):
 def linear_slope(fitted):
     """The gradient of the (linear) raw logit D0 + C, from two finite points."""
     x = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    d = critic_logits(fitted.raw, x)
+    d = logits(None, fitted.raw, x)
     return torch.stack([d[1] - d[0], d[2] - d[0]])
 
 

@@ -42,7 +42,7 @@ def test_weights_follow_the_logit_at_each_step(linear_critic, divergence, weight
 def test_zero_critic_variance_grows_by_2_gamma_eta_per_step():
     n, dim, steps, eta, gamma = 40000, 3, 6, 0.1, 0.05
     z = torch.zeros(n, dim, dtype=torch.float64)
-    _, traj = dgflow.refine(None, lambda x: torch.zeros(len(x), dtype=x.dtype), z, steps=steps, eta=eta,
+    _, traj = dgflow.refine(None, lambda x: 0 * x.sum(1), z, steps=steps, eta=eta,
                             gamma=gamma, return_trajectory=True, generator_rng=1)
     # sample variance of n normal draws has relative standard error sqrt(2/(n-1)); allow 5 of them
     tol = 5 * math.sqrt(2 / (n - 1))

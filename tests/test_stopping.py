@@ -115,8 +115,12 @@ def test_logit_match_errors(linear_critic):
         LogitMatch(linear_critic, torch.zeros(0, 3))
     with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\]"):
         LogitMatch(linear_critic, torch.zeros(2, 3), fraction=1.5)
-    with pytest.raises(FloatingPointError, match="non-finite logits for 1 of 2 samples"):
+    with pytest.raises(ValueError, match=r"real contains non-finite values \(NaN or inf\) in 1 of 2 samples"):
         mean_logit(linear_critic, torch.tensor([[0.0, 0.0, 0.0], [float("nan"), 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="real contains non-finite"):
+        LogitMatch(linear_critic, torch.tensor([[float("inf"), 0.0, 0.0]]))
+    with pytest.raises(FloatingPointError, match="non-finite logits on real for 1 of 2 samples"):
+        mean_logit(lambda x: torch.log(x[:, 0]), torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]]))
     with pytest.raises(RuntimeError, match="after the first step"):
         LogitMatch.from_target(1.0).threshold()
 

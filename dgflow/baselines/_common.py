@@ -6,21 +6,13 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from .._checks import check_int, make_rng
+from .._checks import check_int, check_models, make_rng  # noqa: F401  (check_models: used by the baselines)
 from ..models.protocol import AdaptedGenerator, GaussianPrior
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 #: how a rejection-type baseline draws latents: a latent size, a shape, a prior, or ``n -> z``
 PriorLike = Union[int, Sequence[int], GaussianPrior, AdaptedGenerator, Callable[[int], torch.Tensor]]
 Sampler = Callable[[int], torch.Tensor]
-
-
-def check_models(generator: Optional[Model], critic: Model) -> None:
-    """``generator`` must be callable or None (identity), ``critic`` callable."""
-    if generator is not None and not callable(generator):
-        raise TypeError(f"generator must be callable (z -> x) or None, got {type(generator).__name__}")
-    if not callable(critic):
-        raise TypeError(f"critic must be callable (x -> logits), got {type(critic).__name__}")
 
 
 def make_sampler(prior: PriorLike | None, generator: object, rng: torch.Generator | None,

@@ -1,4 +1,4 @@
-"""Discriminator Driven Latent Sampling (Che et al., NeurIPS 2020), DESIGN.md §2.
+"""Discriminator Driven Latent Sampling (Che et al., NeurIPS 2020), docs/design.md §2.
 
 Unadjusted Langevin dynamics on the latent energy
 
@@ -13,12 +13,27 @@ import math
 from typing import Optional
 
 import torch
-from tqdm.auto import tqdm
 
-from .._checks import check_batch_size, check_float, check_int, check_latents, make_rng
-from ..flow import (Callback, _check_finite, _chunked_logits_and_grad, _chunks, _make_callback, frozen,
-                    step_stats)
-from ._common import Model, check_models
+from .._checks import check_batch_size, check_float, check_int, check_latents, check_models, make_rng
+from ..engine import Callback, Model, RunInfo, run
+
+
+class Langevin:
+    """One DDLS step: z <- z - (eps / 2) (z - grad d) + sqrt(eps) xi."""
+
+    name = "ddls"
+
+    def __init__(self, eps: float, rng: torch.Generator | None):
+        self.eps, self.rng = eps, rng
+        self.hint = f" (eps={eps:.4g}): use a smaller eps"
+
+    def start(self, state: torch.Tensor, logits: torch.Tensor, grad: torch.Tensor) -> dict:
+        return {"eps": self.eps}
+
+    def __call__(self, step: int, state: torch.Tensor, logits: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        delta = -0.5 * self.eps * (state - grad)
+        noise = torch.randn(state.shape, generator=self.rng, device=state.device, dtype=state.dtype)
+        return state + delta + math.sqrt(self.eps) * noise
 
 
 def ddls(
@@ -33,7 +48,8 @@ def ddls(
     callback: Callback | None = None,
     progress: bool = False,
     eval_mode: bool = True,
-) -> torch.Tensor:
+    return_info: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, RunInfo]:
     """Run ``steps`` Langevin steps of size ``eps`` on E(z) = ||z||²/2 − d(G(z)); returns latents.
 
     Args:
@@ -48,6 +64,7 @@ def ddls(
             accepts that keyword), as in :func:`dgflow.refine`.
         progress: tqdm bar with per-step diagnostics.
         eval_mode: run the models in eval mode; their flags are restored afterwards.
+        return_info: also return a :class:`dgflow.engine.RunInfo` (per-step diagnostics).
 
     The models come back unchanged and no parameter gradient is accumulated.
     """
@@ -56,20 +73,7 @@ def ddls(
     eps = check_float(eps, "eps", positive=True)
     batch_size = check_batch_size(batch_size)
     check_models(generator, critic)
-    rng = make_rng(generator_rng, z.device)
-    cb = _make_callback(callback)
-    chunks = _chunks(len(z), batch_size)
-    state = z.detach().clone()
-    with frozen(generator, critic, eval_mode=eval_mode):
-        bar = tqdm(range(steps), disable=not progress, desc="ddls", leave=False)
-        for step in bar:
-            logits, grad = _chunked_logits_and_grad(generator, critic, state, chunks)
-            _check_finite(step, logits, grad)
-            if cb is not None:
-                cb(step, state, logits, grad)
-            delta = -0.5 * eps * (state - grad)
-            if progress:
-                bar.set_postfix({k: f"{v:.3g}" for k, v in step_stats(state, logits, grad, delta).items()})
-            noise = torch.randn(state.shape, generator=rng, device=state.device, dtype=state.dtype)
-            state = state + delta + math.sqrt(eps) * noise
-    return state
+    update = Langevin(eps, make_rng(generator_rng, z.device))
+    out, _, info = run(update, generator, critic, z, steps, batch_size=batch_size, callback=callback,
+                       progress=progress, eval_mode=eval_mode, diagnostics=return_info)
+    return (out, info) if return_info else out

@@ -1,4 +1,4 @@
-"""Discriminator Optimal Transport in latent space (Tanaka, NeurIPS 2019), DESIGN.md §2.
+"""Discriminator Optimal Transport in latent space (Tanaka, NeurIPS 2019), docs/design.md §2.
 
 Each latent z_y is moved to an approximate minimiser of
 
@@ -15,10 +15,9 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from .._checks import check_batch_size, check_float, check_int, check_latents, make_rng
-from ..flow import (Callback, _check_finite, _chunked_logits_and_grad, _chunks, _make_callback, chunked_logits,
-                    frozen, step_stats)
-from ._common import Model, check_models
+from .._checks import check_batch_size, check_float, check_int, check_latents, check_models, make_rng
+from ..engine import Callback, Model, RunInfo, run
+from ..passes import logits
 
 #: smoothing inside the square root of the transport cost (squared latent units)
 NORM_DELTA = 1e-12
@@ -48,8 +47,7 @@ def estimate_k_eff(
     rng = make_rng(generator_rng, z.device)
     i = torch.randint(0, len(z), (n_pairs,), generator=rng, device=z.device)
     j = (i + torch.randint(1, len(z), (n_pairs,), generator=rng, device=z.device)) % len(z)
-    with frozen(generator, critic, eval_mode=eval_mode):
-        d = chunked_logits(generator, critic, torch.cat([z[i], z[j]]), batch_size).double()
+    d = logits(generator, critic, torch.cat([z[i], z[j]]), batch_size, eval_mode=eval_mode).double()
     dist = (z[i] - z[j]).flatten(1).double().norm(dim=1)
     keep = dist > 0
     k = float(((d[:n_pairs] - d[n_pairs:]).abs()[keep] / dist[keep]).max()) if bool(keep.any()) else 0.0
@@ -74,7 +72,8 @@ def dot(
     callback: Callback | None = None,
     progress: bool = False,
     eval_mode: bool = True,
-) -> torch.Tensor:
+    return_info: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, RunInfo]:
     """Move each latent by ``steps`` Adam steps on ||z − z_y|| − d(G(z))/K_eff; returns latents.
 
     Args:
@@ -92,6 +91,8 @@ def dot(
             gradient of d if it accepts that keyword), as in :func:`dgflow.refine`.
         progress: tqdm bar with per-step diagnostics.
         eval_mode: run the models in eval mode; their flags are restored afterwards.
+        return_info: also return a :class:`dgflow.engine.RunInfo` (``params['k_eff']``, per-step
+            diagnostics).
     """
     z = check_latents(z)
     steps = check_int(steps, "steps")
@@ -102,23 +103,29 @@ def dot(
         k_eff = estimate_k_eff(generator, critic, z, n_pairs, batch_size=batch_size,
                                generator_rng=generator_rng, eval_mode=eval_mode)
     k_eff = check_float(k_eff, "k_eff", positive=True)
-    cb = _make_callback(callback)
-    chunks = _chunks(len(z), batch_size)
-    start = z.detach().clone()
-    state = start.clone().requires_grad_(False)
-    opt = torch.optim.Adam([state], lr=lr, betas=betas)
-    with frozen(generator, critic, eval_mode=eval_mode):
-        bar = tqdm(range(steps), disable=not progress, desc="dot", leave=False)
-        for step in bar:
-            logits, grad = _chunked_logits_and_grad(generator, critic, state.detach(), chunks)
-            _check_finite(step, logits, grad)
-            if cb is not None:
-                cb(step, state.detach().clone(), logits, grad)
-            state.grad = transport_grad(state.detach(), start) - grad / k_eff
-            if progress:
-                bar.set_postfix({k: f"{v:.3g}" for k, v in step_stats(state.detach(), logits, grad).items()})
-            opt.step()
-    return state.detach()
+    out, _, info = run(AdamTransport(z, k_eff, lr, betas), generator, critic, z, steps, batch_size=batch_size,
+                       callback=callback, progress=progress, eval_mode=eval_mode, diagnostics=return_info)
+    return (out, info) if return_info else out
+
+
+class AdamTransport:
+    """One DOT step: Adam on ||z − z_y|| − d(G(z))/K_eff, every sample on its own coordinates."""
+
+    name = "dot"
+
+    def __init__(self, start: torch.Tensor, k_eff: float, lr: float, betas: tuple[float, float]):
+        self.origin, self.k_eff, self.lr = start.detach().clone(), k_eff, lr
+        self.param = self.origin.clone()
+        self.opt = torch.optim.Adam([self.param], lr=lr, betas=betas)
+        self.hint = f" (lr={lr:.4g}, K_eff={k_eff:.4g}): use a smaller lr"
+
+    def start(self, state: torch.Tensor, logits: torch.Tensor, grad: torch.Tensor) -> dict:
+        return {"k_eff": self.k_eff, "lr": self.lr}
+
+    def __call__(self, step: int, state: torch.Tensor, logits: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        self.param.grad = transport_grad(state, self.origin) - grad / self.k_eff
+        self.opt.step()
+        return self.param.detach().clone()
 
 
 def transport_grad(z: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
@@ -131,6 +138,5 @@ def transport_grad(z: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
 def dot_objective(generator: Optional[Model], critic: Model, z: torch.Tensor, start: torch.Tensor,
                   k_eff: float, batch_size: int | None = None, eval_mode: bool = True) -> torch.Tensor:
     """Per-sample DOT cost ||z − start|| − d(G(z))/K_eff, shape (N,) (for diagnostics and tests)."""
-    with frozen(generator, critic, eval_mode=eval_mode):
-        d = chunked_logits(generator, critic, z, batch_size)
+    d = logits(generator, critic, z, batch_size, eval_mode=eval_mode)
     return (z - start).flatten(1).norm(dim=1).float() - d / k_eff

@@ -1,4 +1,4 @@
-"""Discriminator Rejection Sampling (Azadi et al., ICLR 2019), DESIGN.md §2.
+"""Discriminator Rejection Sampling (Azadi et al., ICLR 2019), docs/design.md §2.
 
 With d(x) ~ log mu(x)/rho(x), exact rejection sampling accepts x ~ rho with probability
 exp(d(x) - D_M), D_M = max d. DRS estimates D_M as the largest logit seen (a burn-in set, then
@@ -18,7 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .._checks import check_batch_size, check_float, check_int
-from ..flow import chunked_logits, frozen
+from ..models.modules import frozen
+from ..passes import logits
 from ._common import Model, PriorLike, check_models, make_sampler, resolve_rng, uniform
 
 
@@ -95,7 +96,7 @@ def drs(
     with frozen(generator, critic, eval_mode=eval_mode):
         d_max = torch.tensor(float("-inf"), dtype=torch.float64, device=device)
         if burn_in:
-            d_max = chunked_logits(generator, critic, sample(burn_in), batch_size).double().max()
+            d_max = logits(generator, critic, sample(burn_in), batch_size, eval_mode=None).double().max()
         bar = tqdm(total=n, disable=not progress, desc="drs", leave=False)
         while n_kept < n:
             if proposals >= max_draws:
@@ -103,7 +104,7 @@ def drs(
                                    f"proposals (acceptance {n_kept / proposals:.2e}); raise max_draws, or "
                                    f"check the critic's scale (calibrate it) or gamma_shift")
             z = sample(min(draw_size, max_draws - proposals))
-            d = chunked_logits(generator, critic, z, batch_size).double()
+            d = logits(generator, critic, z, batch_size, eval_mode=None).double()
             running_max = torch.maximum(torch.cummax(d, 0).values, d_max)
             f = drs_log_accept(d, running_max, eps)
             gamma = float(torch.quantile(f, shift_quantile)) if gamma_shift is None else gamma_shift

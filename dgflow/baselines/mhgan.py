@@ -1,4 +1,4 @@
-"""Metropolis-Hastings GAN (Turner et al., ICML 2019), DESIGN.md §2.
+"""Metropolis-Hastings GAN (Turner et al., ICML 2019), docs/design.md §2.
 
 One independence Metropolis-Hastings chain per output sample, with the generator as proposal
 and the target mu. With d ~ log mu/rho the acceptance ratio mu(x') rho(x) / (mu(x) rho(x'))
@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .._checks import check_batch_size, check_int
-from ..flow import chunked_logits, frozen
+from ..models.modules import frozen
+from ..passes import logits
 from ._common import Model, PriorLike, check_models, make_sampler, resolve_rng, uniform
 
 
@@ -38,7 +39,7 @@ def _run_chains(generator, critic, sample, d_state, z_state, k, batch_size, rng,
     accepted = 0
     for _ in range(k):
         z_new = sample(len(d_state))
-        d_new = chunked_logits(generator, critic, z_new, batch_size)
+        d_new = logits(generator, critic, z_new, batch_size, eval_mode=None)
         acc = mh_accept(d_state, d_new, uniform(len(d_state), rng, device))
         z_state[acc] = z_new[acc].to(z_state.dtype)
         d_state[acc] = d_new[acc]
@@ -124,7 +125,7 @@ def mhgan(
 def _proposal_chains(generator, critic, sample, m, k, batch_size, rng, device, bar, z0=None):
     """``m`` chains started at a first proposal, then ``k - 1`` more; returns (z, accepted moves)."""
     z = (sample(m) if z0 is None else z0).clone()  # never write into the sampler's tensor
-    d = chunked_logits(generator, critic, z, batch_size)
+    d = logits(generator, critic, z, batch_size, eval_mode=None)
     bar.update(1)
     _, accepted = _run_chains(generator, critic, sample, d, z, k - 1, batch_size, rng, device, bar)
     return z, accepted
@@ -134,7 +135,7 @@ def _real_logits(critic, real, real_logits, batch_size, device) -> torch.Tensor:
     if not isinstance(real, torch.Tensor) or real.dim() < 2 or len(real) == 0:
         raise ValueError("real must be a non-empty tensor of data samples (M, ...) to start the chains from")
     if real_logits is None:
-        return chunked_logits(None, critic, real.to(device), batch_size)
+        return logits(None, critic, real.to(device), batch_size, eval_mode=None)
     if not isinstance(real_logits, torch.Tensor) or real_logits.shape != (len(real),):
         raise ValueError(f"real_logits must be a tensor of shape ({len(real)},) matching real")
     return real_logits.to(device=device, dtype=torch.float32)

@@ -1,4 +1,6 @@
 """Model protocol, adapters and architectures."""
-from .protocol import AdaptedGenerator, GaussianPrior, LatentGenerator, as_generator, modules_of
+from .modules import attach_modules, frozen, modules_of
+from .protocol import AdaptedGenerator, GaussianPrior, LatentGenerator, as_generator
 
-__all__ = ["AdaptedGenerator", "GaussianPrior", "LatentGenerator", "as_generator", "modules_of"]
+__all__ = ["AdaptedGenerator", "GaussianPrior", "LatentGenerator", "as_generator", "attach_modules", "frozen",
+           "modules_of"]

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
+
+from .modules import attach_modules, frozen, modules_of  # noqa: F401  (frozen, modules_of: importable here too)
 
 
 @runtime_checkable
@@ -56,6 +58,8 @@ class AdaptedGenerator(nn.Module):
         super().__init__()
         if isinstance(fn, nn.Module):
             self.module = fn  # registered, so .to()/.eval()/state_dict() reach it
+        else:  # a function or closure: the modules behind it (see dgflow.models.modules)
+            attach_modules(self, fn)
         self.fn = fn
         self.prior = prior
 
@@ -89,15 +93,3 @@ def as_generator(fn: Callable[[torch.Tensor], torch.Tensor], z_shape: int | Sequ
     return AdaptedGenerator(fn, GaussianPrior(shape))
 
 
-def modules_of(obj: object) -> Iterator[nn.Module]:
-    """The nn.Modules behind a model object: itself, a bound method's owner, or a wrapper's fields."""
-    if isinstance(obj, nn.Module):
-        yield obj
-        return
-    owner = getattr(obj, "__self__", None)
-    if isinstance(owner, nn.Module):
-        yield owner
-        return
-    for value in getattr(obj, "__dict__", {}).values():
-        if isinstance(value, nn.Module):
-            yield value

@@ -1,0 +1,171 @@
+"""The one step loop behind :func:`dgflow.refine` and the flow-type baselines (DDLS, DOT).
+
+Every method moves a batch of latents step by step using the critic's logits and their
+gradient. What is common lives here, once: the chunked forward/backward pass, the finite checks
+of the logits, gradients and updated latents, the callback, the stop rule, the progress bar, the
+trajectory and the record of what was done (:class:`RunInfo`). A method supplies only its update
+(:class:`Update`): how the next state follows from the current one, its logits and gradient.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from ._checks import check_int
+from .models.modules import frozen
+from .passes import check_finite, check_state, chunk_slices, chunked_logits_and_grad
+
+logger = logging.getLogger("dgflow")
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+Callback = Callable[..., None]
+Stop = Callable[[int, torch.Tensor, torch.Tensor], bool]
+
+
+class Update(Protocol):
+    """A method's step: ``start`` sees the first step's logits and gradient once (and returns the
+    parameters it resolved from them, for :class:`RunInfo`), ``__call__`` returns the next state
+    without modifying ``state`` in place."""
+
+    name: str
+    hint: str  # appended to the error when an update leaves non-finite latents
+
+    def start(self, state: torch.Tensor, logits: torch.Tensor, grad: torch.Tensor) -> dict: ...
+
+    def __call__(self, step: int, state: torch.Tensor, logits: torch.Tensor, grad: torch.Tensor
+                 ) -> torch.Tensor: ...
+
+
+@dataclass
+class RunInfo:
+    """What a run did: returned by ``refine(..., return_info=True)`` (and DDLS/DOT).
+
+    Attributes:
+        method: the update's name (``"euler"``, ``"dopri5"``, ``"ddls"``, ``"dot"``).
+        steps: the step budget asked for.
+        steps_run: updates applied (``steps`` unless a stop rule fired earlier).
+        stop_step: the step at which ``stop`` returned True (the state returned is the one
+            before that step's update), ``None`` if it never did.
+        params: what the method resolved at the first step, e.g. ``eta`` and the drift cap
+            ``cap`` of refine, ``k_eff`` of DOT.
+        history: per-step diagnostics (:func:`step_stats` and ``step``), one dict per update.
+    """
+
+    method: str
+    steps: int
+    steps_run: int = 0
+    stop_step: Optional[int] = None
+    params: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def eta(self) -> Optional[float]:
+        return self.params.get("eta")
+
+    @property
+    def cap(self) -> Optional[float]:
+        return self.params.get("cap")
+
+    def as_dict(self) -> dict:
+        return {"method": self.method, "steps": self.steps, "steps_run": self.steps_run,
+                "stop_step": self.stop_step, "params": dict(self.params), "history": list(self.history)}
+
+
+def step_stats(z: torch.Tensor, logits: torch.Tensor, grad: torch.Tensor,
+               delta: torch.Tensor | None = None) -> dict[str, float]:
+    """Diagnostics of one step: logit mean/std, median |grad d|, mean step length, ||z||/sqrt(dim)."""
+    gn = grad.flatten(1).norm(dim=1)
+    out = {"d_mean": float(logits.mean()), "d_std": float(logits.std()) if len(logits) > 1 else 0.0,
+           "grad_median": float(gn.median()),
+           "z_radius": float(z.flatten(1).norm(dim=1).mean() / math.sqrt(z[0].numel()))}
+    if delta is not None:
+        out["step_mean"] = float(delta.flatten(1).norm(dim=1).mean())
+    return out
+
+
+def record_steps(steps: int, every: int) -> list[int]:
+    """The steps ``refine(..., steps=steps, return_trajectory=every)`` records: 0, every, ..., steps."""
+    return sorted(set(range(0, steps + 1, every)) | {steps})
+
+
+def trajectory_every(return_trajectory: bool | int) -> int:
+    """0 (no trajectory), or the spacing of the recorded steps."""
+    if return_trajectory is False:
+        return 0
+    return 1 if return_trajectory is True else check_int(return_trajectory, "return_trajectory", 1)
+
+
+def make_callback(callback: Callback | None) -> Callable[..., None] | None:
+    """``callback`` as ``cb(step, z, logits, grad)``: the grad is passed as ``grad=`` only if it takes it."""
+    if callback is None:
+        return None
+    if not callable(callback):
+        raise TypeError(f"callback must be callable (step, z, logits) or None, got {type(callback).__name__}")
+    try:
+        params = inspect.signature(callback).parameters.values()
+        takes_grad = any(p.name == "grad" or p.kind == p.VAR_KEYWORD for p in params)
+    except (TypeError, ValueError):  # builtins without a signature
+        takes_grad = False
+    if takes_grad:
+        return lambda step, z, d, g: callback(step, z, d, grad=g)
+    return lambda step, z, d, g: callback(step, z, d)
+
+
+def check_stop(stop: object) -> Stop | None:
+    if stop is not None and not callable(stop):
+        raise TypeError(f"stop must be callable (step, z, logits) -> bool or None, got {type(stop).__name__}")
+    return stop
+
+
+def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tensor, steps: int, *,
+        batch_size: int | None = None, callback: Callback | None = None, stop: Stop | None = None,
+        every: int = 0, progress: bool = False, eval_mode: bool = True, diagnostics: bool = False
+        ) -> tuple[torch.Tensor, list[torch.Tensor], RunInfo]:
+    """Run ``update`` for ``steps`` steps from ``z``, models frozen; returns (state, trajectory, info).
+
+    Arguments are checked by the caller. ``every`` > 0 records the states at
+    :func:`record_steps` (and the last one if ``stop`` ends the run early); ``diagnostics``
+    fills ``info.history`` (also computed for the progress bar).
+    """
+    cb = make_callback(callback)
+    state = z.detach().clone()
+    record = record_steps(steps, every) if every else []
+    traj = [state.clone()] if 0 in record else []
+    info = RunInfo(update.name, steps)
+    if len(state) == 0:  # nothing to move: the (empty) batch comes back as it is
+        return state, [state.clone() for _ in record], info
+    chunks = chunk_slices(len(state), batch_size)
+    with frozen(generator, critic, eval_mode=eval_mode):
+        bar = tqdm(range(steps), disable=not progress, desc=f"dgflow {update.name}", leave=False)
+        for step in bar:
+            logits, grad = chunked_logits_and_grad(generator, critic, state, chunks)
+            check_finite(step, logits, grad)
+            if step == 0:
+                info.params.update(update.start(state, logits, grad))
+            if cb is not None:
+                cb(step, state, logits, grad)
+            if stop is not None and bool(stop(step, state, logits)):
+                logger.info("dgflow: stop rule ended the flow at step %d", step)
+                info.stop_step = step
+                if record and step not in record:  # the last state belongs to the trajectory
+                    traj.append(state.clone())
+                break
+            new = update(step, state, logits, grad)
+            check_state(step, new, update.hint)
+            if diagnostics or progress:
+                stats = step_stats(state, logits, grad, new - state)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()})
+                if diagnostics:
+                    info.history.append({"step": step, **stats})
+            state = new
+            info.steps_run = step + 1
+            if step + 1 in record:
+                traj.append(state.clone())
+        bar.close()
+    return state, traj, info
