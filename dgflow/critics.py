@@ -1,4 +1,4 @@
-"""Critic logit conventions (DESIGN.md §1).
+"""Critic logit conventions (docs/design.md §1).
 
 :func:`dgflow.refine` reads the critic's output as a logit d(x) ~ log mu(x)/rho(x): larger on
 data than on generated samples.
@@ -17,6 +17,12 @@ At the optimum of the non-saturating loss the logit *is* log mu/rho. A WGAN or h
 only monotone in it, and its scale is arbitrary, so the flow's effective step depends on it:
 ``temperature`` divides the logit (d = output / T), which is the same as scaling eta by 1/T for
 the KL flow.
+
+A probability is turned back into a logit as log D - log1p(-D), which loses nothing where D
+carries the information: D is only clamped to the open interval the float type can represent
+([tiny, 1 - eps], in float32 logits from about -87 to +16), so confidently rejected samples, the
+ones refinement exists for, keep their gradient. Where D is exactly 0 or 1 the sigmoid has
+already rounded the information away; there the logit is capped and its gradient is zero.
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from .models.modules import attach_modules
 
 CONVENTIONS = {"logit": "logit", "ns": "logit", "hinge": "logit", "wgan": "logit", "neg": "neg",
                "prob": "prob"}
@@ -33,7 +41,7 @@ class LogitCritic(nn.Module):
     """Wrap a critic so that it returns d(x) in dgflow's convention, shape (N,)."""
 
     def __init__(self, critic: Callable[[torch.Tensor], torch.Tensor], convention: str = "logit",
-                 temperature: float = 1.0, eps: float = 1e-6):
+                 temperature: float = 1.0):
         super().__init__()
         if convention not in CONVENTIONS:
             raise ValueError(f"convention: unknown {convention!r}; use one of {sorted(CONVENTIONS)}")
@@ -41,10 +49,11 @@ class LogitCritic(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if isinstance(critic, nn.Module):
             self.module = critic
+        else:
+            attach_modules(self, critic)
         self.critic = critic
         self.kind = CONVENTIONS[convention]
         self.temperature = float(temperature)
-        self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.critic(x)
@@ -53,9 +62,15 @@ class LogitCritic(nn.Module):
         if self.kind == "neg":
             out = -out
         elif self.kind == "prob":
-            p = out.clamp(self.eps, 1 - self.eps)
-            out = torch.log(p) - torch.log1p(-p)
+            out = prob_to_logit(out)
         return out / self.temperature
+
+
+def prob_to_logit(p: torch.Tensor) -> torch.Tensor:
+    """log p - log(1 - p), with p clamped only to the open interval its float type represents."""
+    fi = torch.finfo(p.dtype if p.is_floating_point() else torch.float32)
+    p = p.clamp(fi.tiny, 1 - fi.eps)
+    return torch.log(p) - torch.log1p(-p)
 
 
 def as_logit(critic: Callable[[torch.Tensor], torch.Tensor], convention: str = "logit",

@@ -1,4 +1,4 @@
-"""Per-sample drift weights s(d) of the f-divergences (DESIGN.md §1).
+"""Per-sample drift weights s(d) of the f-divergences (docs/design.md §1).
 
 With the critic logit d(x) ~ log mu(x)/rho(x) and r = rho/mu = exp(-d), the gradient flow of
 the f-divergence moves a particle along ``-grad f'(r) = f''(r) r grad d = s(d) grad d``.
@@ -70,6 +70,14 @@ def make_weight(f: Callable[[torch.Tensor], torch.Tensor]) -> Weight:
             (f2,) = torch.autograd.grad(f1.sum(), r)
         return (f2 * r).detach()
 
+    probe = weight(torch.linspace(-5.0, 5.0, 11, dtype=torch.float64))
+    if not bool(torch.isfinite(probe).all()):
+        raise ValueError("divergence: the custom f gives a non-finite weight f''(r) r at r in [e^-5, e^5]; "
+                         "f must be twice differentiable on r > 0")
+    if not bool((probe != 0).any()):
+        raise ValueError("divergence: the custom f has f''(r) = 0 at every r tried (it is affine), so its "
+                         "flow does not move any sample; an f-divergence needs a strictly convex f, "
+                         "e.g. f(r) = r log r (KL)")
     return weight
 
 

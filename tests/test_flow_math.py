@@ -68,10 +68,11 @@ def test_custom_f_reproduces_named_divergence(name, f):
     assert torch.allclose(get_weight(f)(d), get_weight(name)(d), atol=1e-5)
 
 
-def test_affine_custom_f_gives_no_drift(linear_critic):
+def test_affine_custom_f_is_refused_not_a_silent_no_op(linear_critic):
     z = torch.randn(4, 3)
-    out = dgflow.refine(None, linear_critic, z, steps=3, eta=0.1, gamma=0.0, divergence=lambda r: 2 * r + 1)
-    assert torch.equal(out, z)
+    for eta in (0.1, "auto"):
+        with pytest.raises(ValueError, match=r"divergence: the custom f has f''\(r\) = 0 at every r tried \(it is affine\)"):
+            dgflow.refine(None, linear_critic, z, steps=3, eta=eta, gamma=0.0, divergence=lambda r: 2 * r + 1)
 
 
 def test_dopri5_agrees_with_many_small_euler_steps():
