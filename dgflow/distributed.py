@@ -38,8 +38,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ._checks import check_int
-from .flow import generate, refine
-from .io import sha256_of
+from .flow import check_refine_kwargs, generate, refine
+from .io import atomic_json, atomic_write, sha256_of
+from .passes import chunk_slices
 from .models.protocol import GaussianPrior
 
 FORMAT_VERSION = 1
@@ -58,7 +59,7 @@ def chunk_seed(seed: int, chunk: int) -> int:
 
 def chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
     """``[(start, stop), ...]`` of the fixed chunks covering ``range(n)``."""
-    return [(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)]
+    return [(s.start, s.stop) for s in chunk_slices(n, chunk_size)]
 
 
 def shard_name(chunk: int) -> str:
@@ -81,23 +82,6 @@ def _world() -> tuple[int, int, Callable[[], None]]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), dist.barrier
     return 0, 1, _no_barrier
-
-
-def _atomic_write_bytes(path: Path, writer: Callable[[object], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            writer(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_json(path: Path, obj: object) -> None:
-    _atomic_write_bytes(path, lambda fh: fh.write((json.dumps(obj, indent=1) + "\n").encode()))
 
 
 def _jsonable(value: object) -> object:
@@ -131,7 +115,7 @@ def _check_or_write_spec(out: Path, spec: dict, write: bool) -> None:
                              f"{ {k: old.get(k) for k in diff} } vs { {k: spec.get(k) for k in diff} }); "
                              "resume with the same settings or use a new output folder")
     elif write:
-        _atomic_json(path, spec)
+        atomic_json(path, spec)
 
 
 def done_chunks(out_dir: str | os.PathLike, n_chunks: int) -> set[int]:
@@ -217,14 +201,19 @@ def refine_to_shards(generator: Callable[[torch.Tensor], torch.Tensor],
     if max_chunks is not None:
         max_chunks = check_int(max_chunks, "max_chunks")
     kw = dict(refine_kwargs or {})
-    if "generator_rng" in kw:
-        raise ValueError("refine_kwargs: generator_rng is set per chunk from (seed, chunk); pass seed=")
+    for key in ("generator_rng", "return_trajectory", "return_info"):
+        if key in kw:
+            raise ValueError(f"refine_kwargs: {key} is not a setting of a sharded run"
+                             + ("; it is set per chunk from (seed, chunk): pass seed=" if key == "generator_rng" else ""))
+    check_refine_kwargs(kw)  # before anything is written: a typo must not leave a run.json behind
     if not isinstance(prior, GaussianPrior):
         raise TypeError(f"prior must be a dgflow GaussianPrior, got {type(prior).__name__}")
     decode = bool(decode) and generator is not None
     if png_dir is not None and not decode:
         raise ValueError("png_dir needs decoded samples (decode=True and a generator)")
     device = torch.device("cpu" if device is None else device)
+    if png_dir is not None:  # a model whose samples are no images is refused before anything is written
+        to_uint8_images(generate(generator, torch.zeros((1, *prior.shape), device=device)), png_range)
     out = Path(out_dir)
     coordinated = rank is None and world_size is None  # one process, or a torch.distributed group
     if coordinated:
@@ -262,18 +251,18 @@ def refine_to_shards(generator: Callable[[torch.Tensor], torch.Tensor],
         start, stop = bounds[c]
         z, rng = chunk_latents(prior, seed, c, stop - start, device)
         with amp:
-            zr = refine(generator, critic, z, generator_rng=rng, **kw)
+            zr, info = refine(generator, critic, z, generator_rng=rng, return_info=True, **kw)
             x = generate(generator, zr, kw.get("batch_size")) if decode else None
         arrays = {"index": np.arange(start, stop, dtype=np.int64), "z": z.cpu().numpy(),
                   "z_refined": zr.cpu().numpy()}
-        if hasattr(kw.get("stop"), "step"):  # each chunk is one batch of the rule: where it stopped
-            fired = kw["stop"].step
+        if kw.get("stop") is not None:  # each chunk is one batch of the rule: where it stopped
+            fired = info.stop_step
             arrays["stop_step"] = np.full(stop - start, -1 if fired is None else fired, dtype=np.int64)
         if x is not None:
             arrays["x"] = x.float().cpu().numpy()
             if png_dir is not None:
                 write_pngs(x, arrays["index"], Path(png_dir), png_range)
-        _atomic_write_bytes(out / shard_name(c), lambda fh, a=arrays: np.savez(fh, **a))
+        atomic_write(out / shard_name(c), lambda fh, a=arrays: np.savez(fh, **a))
         result.written.append(c)
         bar.update(stop - start)
     bar.close()
@@ -291,7 +280,7 @@ def write_manifest(out: Path, spec: dict, bounds: list[tuple[int, int]], done: s
     shards = [{"chunk": c, "file": shard_name(c), "start": bounds[c][0], "stop": bounds[c][1],
                "sha256": sha256_of(out / shard_name(c))} for c in sorted(done)]
     path = out / MANIFEST_FILE
-    _atomic_json(path, {"spec": spec, "n_chunks": len(bounds), "complete": len(done) == len(bounds),
+    atomic_json(path, {"spec": spec, "n_chunks": len(bounds), "complete": len(done) == len(bounds),
                         "missing": [c for c in range(len(bounds)) if c not in done], "shards": shards})
     return path
 

@@ -15,14 +15,14 @@ step rule (``eta="auto"``, the drift cap ``clip``) in :mod:`dgflow.steps`, stopp
 from __future__ import annotations
 
 import inspect
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 
 from ._checks import check_batch_size, check_latents, check_models, make_rng
 from .divergences import DivergenceLike
-from .engine import (Callback, Model, RunInfo, Stop, check_stop, record_steps, run, step_stats,  # noqa: F401
-                     trajectory_every)
+from .engine import (Callback, Model, RunInfo, Stop, check_stop, make_callback, record_steps, run,  # noqa: F401
+                     step_stats, trajectory_every)
 from .models.modules import frozen  # noqa: F401  (importable from here as before)
 from .passes import chunk_slices, decode, logits_and_grad  # noqa: F401
 from .passes import logits as chunked_logits  # noqa: F401  (the no-grad pass, under its former name)
@@ -129,6 +129,20 @@ def refine(
                           diagnostics=bool(return_info))
     result = (out,) + ((torch.stack(traj),) if every else ()) + ((info,) if return_info else ())
     return result[0] if len(result) == 1 else result
+
+
+def check_refine_kwargs(kwargs: Mapping[str, object]) -> None:
+    """Check keyword arguments of :func:`refine` without running it, with refine's own checks and
+    messages (e.g. before a long sharded run writes anything)."""
+    params = inspect.signature(refine).parameters
+    unknown = sorted(k for k in kwargs if k not in params or k in ("generator", "critic", "z"))
+    if unknown:
+        raise TypeError(f"refine() got unknown keyword arguments {unknown}")
+    make_settings(**{k: kwargs[k] for k in inspect.signature(make_settings).parameters if k in kwargs})
+    check_stop(kwargs.get("stop"))
+    check_batch_size(kwargs.get("batch_size"))
+    make_callback(kwargs.get("callback"))
+    trajectory_every(kwargs.get("return_trajectory", False))
 
 
 def refine_defaults(*names: str) -> dict:

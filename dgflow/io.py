@@ -1,15 +1,57 @@
-"""Weights on disk: safetensors files of several named modules, verified by sha256."""
+"""Files on disk: atomic writes, safetensors weights of several named modules verified by sha256,
+and digests of models' state."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import IO, Callable, Mapping
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
+
+
+def atomic_write(path: str | os.PathLike, writer: Callable[[IO[bytes]], object]) -> None:
+    """Write ``path`` through ``writer(binary file)`` so that it appears complete or not at all.
+
+    The bytes go to a temporary file in the same folder (named per process, so concurrent
+    writers never share one), are flushed to disk (fsync) and renamed over ``path``; the
+    temporary file is removed if anything fails.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            writer(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_json(path: str | os.PathLike, obj: object) -> None:
+    """``obj`` as indented JSON, written by :func:`atomic_write`."""
+    atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
+def state_digest(*models: object) -> str:
+    """sha256 of the parameters and buffers (names, dtypes, shapes, values) of the modules behind
+    ``models`` (:func:`dgflow.models.modules_of`): equal exactly when the models' state is.
+    A model with no modules (a pure function) contributes nothing."""
+    from .models.modules import modules_of
+
+    h = hashlib.sha256()
+    for i, model in enumerate(models):
+        for j, module in enumerate(modules_of(model)):
+            for name, t in module.state_dict(keep_vars=False).items():
+                t = t.detach().cpu().contiguous()
+                h.update(f"{i}.{j}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
+                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -26,7 +68,7 @@ def save_modules(path: str | os.PathLike, modules: Mapping[str, nn.Module],
     """Save the state dicts of ``modules`` into one safetensors file, keys prefixed by name.
 
     ``metadata`` (JSON-serialisable) is stored under the ``"dgflow"`` header key.
-    Written atomically (temporary file, then rename). Returns the file's sha256.
+    Written by :func:`atomic_write`. Returns the file's sha256.
     """
     tensors = {}
     for name, module in modules.items():
@@ -34,9 +76,8 @@ def save_modules(path: str | os.PathLike, modules: Mapping[str, nn.Module],
             tensors[f"{name}.{k}"] = v.detach().cpu().contiguous()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata={"dgflow": json.dumps(dict(metadata or {}))})
-    os.replace(tmp, path)
+    data = save(tensors, metadata={"dgflow": json.dumps(dict(metadata or {}))})
+    atomic_write(path, lambda fh: fh.write(data))
     return sha256_of(path)
 
 

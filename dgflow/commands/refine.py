@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..critics import CONVENTIONS, as_logit
 from ..divergences import WEIGHTS
 
 #: refine() arguments the command line sets; unset ones come from the zoo entry, else refine()
@@ -56,6 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--generator", metavar="MODULE:CALLABLE", help="your generator, or a factory of it")
     src.add_argument("--critic", metavar="MODULE:CALLABLE", help="your critic (logit, larger on data)")
     src.add_argument("--z-dim", type=int, help="latent size of --generator (default: its z_dim attribute)")
+    src.add_argument("--critic-convention", choices=sorted(CONVENTIONS),
+                     help="what --critic outputs (default logit: larger on data; 'prob' a probability of "
+                          "being real, 'neg' a critic larger on generated samples); see dgflow.critics")
+    src.add_argument("--temperature", type=float,
+                     help="divide --critic's logit by this (> 0; for a WGAN critic of arbitrary scale)")
     p.add_argument("-n", "--n", "--num-samples", dest="n", type=int, required=True,
                    help="number of samples (under torchrun write -n or --num-samples: torchrun's own "
                         "parser takes --n for a prefix of its --nnodes)")
@@ -81,6 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--batch-size", type=int, help="forward/backward batch inside a chunk (memory only)")
     run.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available; under torchrun "
                                       "each rank takes cuda:LOCAL_RANK)")
+    run.add_argument("--threads", type=int, metavar="N",
+                     help="CPU threads of each process (torch.set_num_threads; default: torch's, usually the "
+                          "number of cores; on a loaded machine 1 can be much faster)")
     run.add_argument("--no-decode", action="store_true", help="store latents only, no x")
     run.add_argument("--png", metavar="DIR", help="also write every decoded image as DIR/<index>.png "
                                                   "(a folder pytorch-fid reads)")
@@ -212,6 +221,14 @@ def init_distributed(device: str | None) -> tuple[torch.device, bool]:
     """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     want_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if want_cuda and not torch.cuda.is_available():
+        raise SystemExit(f"dgflow refine: --device {device}: no CUDA device is available here "
+                         "(torch.cuda.is_available() is False); use --device cpu")
+    if device is not None:
+        try:
+            torch.device(device)
+        except RuntimeError as exc:
+            raise SystemExit(f"dgflow refine: --device {device}: {exc}") from None
     if world <= 1:
         return torch.device(device or ("cuda" if want_cuda else "cpu")), False
     dist = torch.distributed
@@ -229,11 +246,15 @@ def init_distributed(device: str | None) -> tuple[torch.device, bool]:
 
 def load_models(args: argparse.Namespace, device: torch.device):
     """(generator, critic, prior, refine defaults, description) from --model or --generator/--critic."""
+    from ..io import state_digest
     from ..models import as_generator
 
     if args.model:
         if args.generator or args.critic:
             raise SystemExit("dgflow refine: give either --model or --generator/--critic, not both")
+        if args.critic_convention is not None or args.temperature is not None:
+            raise SystemExit("dgflow refine: --critic-convention/--temperature apply to --critic; a zoo entry "
+                             "sets its critic's own (see `dgflow zoo show NAME`)")
         from .. import zoo
 
         try:
@@ -254,8 +275,16 @@ def load_models(args: argparse.Namespace, device: torch.device):
         gen = as_generator(gen, args.z_dim)
     except ValueError as exc:
         raise SystemExit(f"dgflow refine: --z-dim: {exc}") from exc
+    convention = args.critic_convention or "logit"
+    temperature = 1.0 if args.temperature is None else args.temperature
+    try:
+        critic = as_logit(critic, convention, temperature)
+    except ValueError as exc:
+        raise SystemExit(f"dgflow refine: --critic-convention/--temperature: {exc}") from exc
+    # the models' state, not just their names: a resume with a changed checkpoint is refused
     return gen, critic, gen.prior, {}, {"generator": args.generator, "critic": args.critic,
-                                       "z_dim": list(gen.prior.shape)}
+                                       "z_dim": list(gen.prior.shape), "convention": convention,
+                                       "temperature": temperature, "state_sha256": state_digest(gen, critic)}
 
 
 def refine_kwargs(args: argparse.Namespace, model_defaults: dict) -> dict:
@@ -269,6 +298,10 @@ def refine_kwargs(args: argparse.Namespace, model_defaults: dict) -> dict:
 def main(args: argparse.Namespace) -> int:
     from ..distributed import refine_to_shards
 
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"dgflow refine: --threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     device, owns_group = init_distributed(args.device)
     try:
         gen, critic, prior, defaults, info = load_models(args, device)
@@ -290,8 +323,11 @@ def main(args: argparse.Namespace) -> int:
                                    device=device, png_dir=args.png, png_range=args.png_range,
                                    progress=not args.no_progress, max_chunks=args.stop_after,
                                    model_info=info, autocast_dtype=torch.bfloat16 if args.bf16 else None)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, FloatingPointError) as exc:
             raise SystemExit(f"dgflow refine: {exc}") from exc
+        except OSError as exc:  # --out (or --png) is a file, is not writable, the disk is full, ...
+            where = exc.filename or args.out
+            raise SystemExit(f"dgflow refine: cannot write {where}: {exc.strerror or exc}") from exc
         if res.manifest is not None:
             state = "complete" if res.complete else "incomplete: rerun the same command to resume"
             print(f"dgflow refine: {res.n_chunks} chunks of {args.chunk_size} in {args.out} ({state}); "

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..io import load_modules, read_metadata, sha256_of
+from ..io import atomic_write, load_modules, read_metadata, sha256_of
+from ..passes import chunk_slices
 from . import inception_tf
 
 INCEPTION_ENV = "DGFLOW_INCEPTION_WEIGHTS"
@@ -62,9 +63,7 @@ class FeatureStats:
     def save(self, path: str | os.PathLike) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, mu=self.mu, sigma=self.sigma, n=np.int64(self.n))
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: np.savez(fh, mu=self.mu, sigma=self.sigma, n=np.int64(self.n)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureStats":
@@ -223,7 +222,7 @@ def extract(extractor: Callable[[torch.Tensor], torch.Tensor], images: torch.Ten
         if images.dim() != 4:
             raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
         tensor = images
-        images = (tensor[i:i + batch_size] for i in range(0, len(tensor), batch_size))
+        images = (tensor[s] for s in chunk_slices(len(tensor), batch_size))
     out = [extractor(b.to(dev)).detach().double().cpu() for b in tqdm(images, disable=not progress,
                                                                        desc="features", leave=False)]
     if not out:

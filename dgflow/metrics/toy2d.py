@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 
 from ..data import toy2d
+from ..passes import chunk_slices
 
 HQ_SIGMAS = 4.0
 
@@ -21,8 +22,8 @@ HQ_SIGMAS = 4.0
 def _nearest(x: torch.Tensor, points: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Distance to, and index of, the nearest of ``points`` for each row of ``x``."""
     dists, idx = [], []
-    for i in range(0, len(x), chunk):
-        dd = torch.cdist(x[i:i + chunk].double(), points.double())
+    for s in chunk_slices(len(x), chunk):
+        dd = torch.cdist(x[s].double(), points.double())
         m = dd.min(dim=1)
         dists.append(m.values)
         idx.append(m.indices)

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..io import sha256_of
+from ..io import atomic_write, sha256_of
 from .errors import ZooEntryError
 from .registry import FORMAT_VERSION, validate_entry
 
@@ -78,8 +78,6 @@ def register(name: str, weights: str | os.PathLike, *, zoo: str | os.PathLike, g
                             "to replace it")
     doc["models"][name] = entry
     zoo_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = zoo_path.with_suffix(zoo_path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        yaml.safe_dump(doc, fh, sort_keys=False)
-    os.replace(tmp, zoo_path)
+    text = yaml.safe_dump(doc, sort_keys=False).encode("utf-8")
+    atomic_write(zoo_path, lambda fh: fh.write(text))
     return entry
