@@ -50,7 +50,7 @@ def state_digest(*models: object) -> str:
             for name, t in module.state_dict(keep_vars=False).items():
                 t = t.detach().cpu().contiguous()
                 h.update(f"{i}.{j}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
-                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
