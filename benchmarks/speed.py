@@ -25,17 +25,17 @@ wall time with synchronisation:
 * **chunking**: the reference's output at a quarter, half and twice the batch size against the
   timed one (is "identical output" bitwise-stable, i.e. a meaningful bar?), and the floor's time
   at those chunk sizes (could a different chunking beat the floor at identical output?);
-* **peak memory** for each N in ``--mem-n`` (a fresh process each; see ``speed_memory.py`` for
+* **peak memory** for each N in ``--mem-n`` (a fresh process each; see ``benchlib/memory.py`` for
   how it is read on CPU and CUDA) of (a) ``dgflow.refine`` on all N latents with a fixed
   ``batch_size`` and (b) ``dgflow.distributed.refine_to_shards`` with ``chunk_size`` = that
   batch size, decoding to disk; ``--mem-steps`` flow steps (memory does not grow with steps).
 
 Pair: the Fashion-MNIST DCGAN-lite of DESIGN.md §5 (``dgflow.models.arch.dcgan``: 64-d z ->
 128x4x4 -> transposed convs 64, 32, 1 to 32x32, ~17M MACs/image; spectral-norm critic with
-stride-2 convs 32, 64, 128 -> linear, ~4M MACs/image). Trained weights are used when
-``dgflow/weights/fmnist_sndcgan.safetensors`` (or another ``fmnist_*`` GAN file) exists; otherwise the same
-architectures with a seeded random init ("synthetic": speed and memory do not depend on the
-weights' values). Writes ``benchmarks/results/speed<tag>.json`` and ``speed<tag>.md``.
+stride-2 convs 32, 64, 128 -> linear, ~4M MACs/image). The trained weights are the zoo model
+``--model`` (default ``fmnist-sndcgan``); ``--model ''`` takes the same architectures with a seeded
+random init ("synthetic": speed and memory do not depend on the weights' values). Writes
+``benchmarks/results/speed<tag>.json`` and ``speed<tag>.md`` (``--results-dir`` for another folder).
 ``--pair toy2d`` runs the same on the 2D MLPs (zoo ``toy2d-25gaussians-wgangp`` if available),
 where the fixed per-step cost of the update is largest relative to the networks.
 """
@@ -55,50 +55,31 @@ from pathlib import Path
 import torch
 
 import dgflow
+from benchlib import RESULTS
+from benchlib.memory import memory, memory_child
 from dgflow.divergences import get_weight
 from dgflow.flow import frozen
-from speed_memory import memory, memory_child
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 log = logging.getLogger("reference_loop")
 
 
 # ---------------------------------------------------------------- models
-def load_pair(device: torch.device, seed: int = 0, pair: str = "fmnist", weights: str | None = None):
-    """(generator, critic, description): ``weights`` (a trained GAN file) or a seeded random init."""
+def load_pair(device: torch.device, seed: int = 0, pair: str = "fmnist", model: str = ""):
+    """(generator, critic, description): zoo ``model`` (Fashion-MNIST pair) or a seeded random init."""
     torch.manual_seed(seed)
-    g, d, desc = _toy2d_pair() if pair == "toy2d" else _fmnist_pair(weights)
+    g, d, desc = _toy2d_pair() if pair == "toy2d" else _fmnist_pair(model)
     return dgflow.as_generator(g.to(device).eval(), getattr(g, "z_dim", None)), d.to(device).eval(), desc
 
 
-def find_fmnist_gan() -> str | None:
-    """The shipped Fashion-MNIST GAN file (SN-DCGAN first), or None: files whose metadata names
-    both networks' classes (``benchmarks/train_fmnist_gan.py`` writes them)."""
-    from dgflow.io import read_metadata
-
-    files = sorted((ROOT / "dgflow" / "weights").glob("fmnist_*.safetensors"),
-                   key=lambda p: (p.name != "fmnist_sndcgan.safetensors", p.name))
-    for f in files:
-        meta = read_metadata(f)
-        if {"generator_class", "critic_class", "generator", "critic"} <= set(meta):
-            return str(f)
-    return None
-
-
-def _fmnist_pair(weights: str | None):
-    from dgflow.io import load_modules, read_metadata
+def _fmnist_pair(model: str):
+    from dgflow import zoo
     from dgflow.models.arch.dcgan import DCGANGenerator, SNDCGANDiscriminator
-    from dgflow.zoo import import_object
 
-    if not weights:
+    if not model:
         return (DCGANGenerator(), SNDCGANDiscriminator(),
                 "synthetic: DCGANGenerator() + SNDCGANDiscriminator() (Fashion-MNIST sizes), random init")
-    meta = read_metadata(weights)
-    g = import_object(meta["generator_class"])(**meta["generator"])
-    d = import_object(meta["critic_class"])(**meta["critic"])
-    load_modules(weights, {"generator": g, "critic": d})
-    return g, d, f"trained {Path(weights).name} ({meta['generator_class']}, {meta['critic_class']})"
+    m = zoo.load(model)
+    return m.generator, m.critic, f"zoo {model} ({m.entry['generator']['arch']}, {m.entry['critic']['arch']})"
 
 
 def _toy2d_pair():
@@ -344,8 +325,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--pair", choices=["fmnist", "toy2d"], default="fmnist",
                    help="fmnist: the Fashion-MNIST DCGAN-lite (the benchmark); toy2d: the 2D MLPs, "
                         "where per-step overhead is largest relative to the model")
-    p.add_argument("--weights", help="Fashion-MNIST GAN safetensors (default: the shipped one if any; "
-                                     "'' for the synthetic pair)")
+    p.add_argument("--model", default="fmnist-sndcgan",
+                   help="zoo model of the fmnist pair (default fmnist-sndcgan; '' for the synthetic pair)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--n", type=int, default=256, help="latents timed")
@@ -360,6 +341,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--mem-steps", type=int, default=2)
     p.add_argument("--opt-ins", action="store_true", help="also time torch.compile / channels-last / bf16 / TF32")
     p.add_argument("--tag", default="", help="suffix of the result files (speed<tag>.json)")
+    p.add_argument("--results-dir", default=str(RESULTS), help="where the result files go")
     p.add_argument("--tmp", default=None, help="folder for the shards of the memory runs")
     p.add_argument("--mem-child", choices=["refine", "shards"], help=argparse.SUPPRESS)
     p.add_argument("--mem-point", type=int, help=argparse.SUPPRESS)
@@ -374,9 +356,7 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
-    if a.weights is None and a.pair == "fmnist":
-        a.weights = find_fmnist_gan() or ""  # fixed once, so the memory children use the same pair
-    g, d, desc = load_pair(device, a.seed, a.pair, a.weights)
+    g, d, desc = load_pair(device, a.seed, a.pair, a.model)
     z = g.prior.sample(a.n, generator=torch.Generator(device).manual_seed(a.seed + 1), device=device)
     print(f"pair: {desc}; device {device}", flush=True)
     timing = time_loops(g, d, z, a, device)
@@ -388,9 +368,10 @@ def main(argv=None) -> int:
     print(f"chunking: {res['chunking']}", flush=True)
     res["opt_ins"] = time_opt_ins(g, d, z, a, device, base) if a.opt_ins else {}
     res["memory"] = memory(a, __file__) if a.mem_n else []
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"speed{a.tag}.json").write_text(json.dumps(res, indent=1) + "\n")
-    (RESULTS / f"speed{a.tag}.md").write_text(markdown(res))
+    out = Path(a.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"speed{a.tag}.json").write_text(json.dumps(res, indent=1) + "\n")
+    (out / f"speed{a.tag}.md").write_text(markdown(res))
     print(markdown(res))
     return 0
 

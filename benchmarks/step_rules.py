@@ -5,8 +5,8 @@
         "auto, clip 1, γ 0" "auto, clip 1, γ 0.05" --out benchmarks/results/defaults_sensitivity
                                                # the default's auto_step and gamma varied
 
-For every base found (the 2D toy bases of benchmarks/toy2d.py, all base seeds, and the
-Fashion-MNIST bases shipped in dgflow/weights), DGflow KL (gamma 0.01) is run from the same
+For every base found (the 2D toy bases of benchmarks/toy2d_table.py, all base seeds, and the
+Fashion-MNIST GAN bases of the zoo), DGflow KL (gamma 0.01) is run from the same
 latents under each step rule for up to ``--max-steps`` steps, keeping every state. Then each
 stopping rule picks a step, and the samples at that step are scored on *test* data:
 
@@ -29,24 +29,22 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import dgflow
+import dgflow.zoo
+from benchlib import RESULTS, ROOT, SCRATCH, command_line, pyplot
+from benchlib.bases import IMAGE_GANS, cached_toy2d_bases, gan_model, load_toy2d_base
+from benchlib.evaluation import reference_sets, run_method
+from dgflow.data import toy2d
+from dgflow.metrics.toy2d import emd, report
+from dgflow.stopping import LogitMatch
 
-import dgflow  # noqa: E402
-from dgflow.data import toy2d  # noqa: E402
-from dgflow.metrics.toy2d import emd, report  # noqa: E402
-from dgflow.stopping import LogitMatch  # noqa: E402
-from commandline import command_line  # noqa: E402
-
-RESULTS = HERE / "results"
-SCRATCH = RESULTS / "_scratch" / "step_rules"  # per-base results, reused by reruns (not committed)
+CACHE_DIR = SCRATCH / "step_rules"  # per-base results, reused by reruns (not committed)
 STEP_RULES = {"η=0.1": {"eta": 0.1, "clip": None}, "η=0.01": {"eta": 0.01, "clip": None},
               "auto": {"eta": "auto", "clip": None}, "auto, clip 3": {"eta": "auto", "clip": 3.0},
               "auto, clip 1": {"eta": "auto", "clip": 1.0}}
@@ -64,8 +62,6 @@ GAMMA = 0.01
 def trajectory(g, d, z, rule: dict, max_steps: int, seed: int, batch_size=None):
     """States 0..max_steps and mean logits 0..max_steps of one refinement (DGflow KL, gamma GAMMA
     unless the rule sets its own)."""
-    from fid_table import run_method
-
     states, d_mean, _ = run_method(dgflow.refine, {"gamma": GAMMA, "divergence": "kl", **rule}, g, d, z,
                                    max_steps, batch_size, seed, progress=False)
     steps = range(max_steps + 1)
@@ -86,29 +82,15 @@ def choose_steps(d_mean: list[float], target: float, val: dict[int, float], max_
 
 # ----------------------------------------------------------------------------- 2D bases
 def toy_bases(seeds: list[int]) -> list[dict]:
-    from toy2d import base_path
-
-    out = []
-    for dataset in toy2d.DATASETS:
-        for loss in ("wgan-gp", "ns"):
-            for s in seeds:
-                path = base_path(RESULTS / "bases", dataset, loss, s, 20000)
-                if path.is_file():
-                    out.append({"kind": "2d", "dataset": dataset, "loss": loss, "base_seed": s, "path": str(path),
-                                "label": f"{dataset} {loss} s{s}"})
-    return out
+    """A job for every cached 2D base of training seeds ``seeds``."""
+    return [{"kind": "2d", **b, "label": f"{b['dataset']} {b['loss']} s{b['base_seed']}"}
+            for b in cached_toy2d_bases(seeds)]
 
 
 def run_toy(job: dict) -> dict:
-    from toy2d import build
-
-    from dgflow.io import load_modules
-
     torch.set_num_threads(1)
     a = job["args"]
-    g, d = build(job["base_seed"])
-    load_modules(job["path"], {"generator": g, "critic": d})
-    g.eval(), d.eval()
+    g, d = load_toy2d_base(job["path"])
     ds = job["dataset"]
     z = torch.randn(a.n, 2, generator=torch.Generator().manual_seed(a.seed))
     val_ref = toy2d.sample(ds, a.emd_n, torch.Generator().manual_seed(a.seed + 1))
@@ -141,26 +123,23 @@ def run_toy(job: dict) -> dict:
 
 # ----------------------------------------------------------------------------- image bases
 def image_bases() -> list[dict]:
-    return [{"kind": "image", "dataset": "fmnist", "loss": p.stem.split("_", 1)[1], "path": str(p),
-             "label": f"fmnist {p.stem.split('_', 1)[1]}"}
-            for p in sorted((HERE.parent / "dgflow" / "weights").glob("fmnist_*gan*.safetensors"))]
+    """A job for every Fashion-MNIST GAN base of the zoo."""
+    return [{"kind": "image", "dataset": "fmnist", "loss": base, "model": gan_model("fmnist", base),
+             "label": f"fmnist {base}"} for base in sorted(IMAGE_GANS)]
 
 
 def run_image(job: dict) -> dict:
-    from fid_table import load_base, validation_split
-
-    from dgflow.data import fmnist
     from dgflow.metrics import fid as fidlib
 
     torch.set_num_threads(1)
     a = job["args"]
-    g, d, meta = load_base(Path(job["path"]), torch.device("cpu"))
+    model = dgflow.zoo.load(job["model"])
+    g, d = model.generator, model.critic
     ext = fidlib.CNNFeatures.from_file()
-    test_ref = fidlib.reference_stats(ext, lambda: fmnist.load_tensor("test")[0], key="fmnist_test")
-    val_images, real = validation_split("fmnist", a.seed)
-    val_ref = fidlib.reference_stats(ext, lambda: val_images, key=f"fmnist_train10k_s{a.seed}")
-    target = LogitMatch(d, real, batch_size=500).target
-    z = torch.randn(a.image_n, meta["generator"]["z_dim"], generator=torch.Generator().manual_seed(a.seed))
+    refs = reference_sets(ext, "fmnist", a.seed, progress=False)
+    test_ref, val_ref = refs["test"], refs["val"]
+    target = LogitMatch(d, refs["real"], batch_size=500).target
+    z = g.sample_prior(a.image_n, generator=torch.Generator().manual_seed(a.seed))
     out = {**{k: v for k, v in job.items() if k != "args"}, "target_logit": target, "rules": {}}
     for name, rule in a.rule_set.items():
         t0 = time.perf_counter()
@@ -222,7 +201,7 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
     lines = ["## Step and stopping rules", "", f"Command: `{a.command}` ({wall / 60:.1f} min wall for this call; "
              f"{len(timed)} of the {len(results)} per-base jobs recorded their time: {sum(timed) / 60:.0f} CPU-min, "
              f"1 thread each; all are cached in "
-             f"{SCRATCH.relative_to(HERE.parent)}). DGflow KL, γ = {GAMMA}; 2D: N = {a.n}, up to {a.max_steps} "
+             f"{CACHE_DIR.relative_to(ROOT)}). DGflow KL, γ = {GAMMA}; 2D: N = {a.n}, up to {a.max_steps} "
              f"steps, EMD on {a.emd_n} points; Fashion-MNIST: N = {a.image_n}, up to {a.image_max_steps} steps, "
              "FID (FMNIST-CNN features) against the test split. Validation: EMD to another fresh sample (2D), "
              "FID against 10k train images (Fashion-MNIST). Cells: mean / worst relative change of the test "
@@ -255,11 +234,7 @@ def fmt_test(t: dict) -> str:
 
 def plot(results: list[dict], path: Path, cols: int = 7) -> None:
     """Per base: test distance by step (dot: where LogitMatch ½ stops) over the mean logit by step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = -(-len(results) // cols)
     fig, axes = plt.subplots(2 * rows, cols, figsize=(2.7 * cols, 4.4 * rows), squeeze=False)
     for ax in axes.flat:
@@ -303,7 +278,7 @@ def main(argv=None) -> int:
     p.add_argument("--image-val-every", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--fresh", action="store_true", help="recompute bases cached in " + str(SCRATCH))
+    p.add_argument("--fresh", action="store_true", help="recompute bases cached in " + str(CACHE_DIR))
     p.add_argument("--no-images", action="store_true")
     p.add_argument("--no-2d", action="store_true")
     p.add_argument("--rules", nargs="+", default=list(STEP_RULES), choices=list(ALL_RULES), metavar="RULE",
@@ -338,13 +313,13 @@ def run_job(job: dict) -> dict:
     settings = {"job": {k: v for k, v in job.items() if k != "args"}, "rules": a.rule_set, "gamma": GAMMA,
                 "seed": a.seed, **{k: getattr(a, k) for k in keys}}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    cache = SCRATCH / f"{job['label'].replace(' ', '_')}_{key}.json"
+    cache = CACHE_DIR / f"{job['label'].replace(' ', '_')}_{key}.json"
     if cache.is_file() and not a.fresh:
         return json.loads(cache.read_text(), object_hook=_int_keys)
     t0 = time.perf_counter()
     res = run_image(job) if job["kind"] == "image" else run_toy(job)
     res["seconds"] = round(time.perf_counter() - t0, 1)
-    SCRATCH.mkdir(parents=True, exist_ok=True)
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(res))
     return json.loads(cache.read_text(), object_hook=_int_keys)  # same types as a cached result
 

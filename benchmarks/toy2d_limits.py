@@ -2,30 +2,28 @@
 
     python benchmarks/toy2d_limits.py      # ~2 min here, 1 thread
 
-On each cached 25Gaussians WGAN-GP base (benchmarks/toy2d.py, base seeds 0-2), from the same
-N = 5,000 latents: (1) refine's defaults for 25 and 100 steps; (2) the same KL flow with a 4x
+On each cached 25Gaussians WGAN-GP base (benchmarks/toy2d_table.py, base seeds 0-2), from the same
+N = 5,000 latents (``--n``): (1) refine's defaults for 25 and 100 steps; (2) the same KL flow with a 4x
 smaller step for 4x as many steps (same flow time); (3) the flow in *data space* (generator=None,
 the same critic moving the points x = G(z) themselves). Also, after 100 latent steps: the median
 latent gradient |grad_z d(G(z))| and data gradient |grad_x d| of the samples still not
 high-quality, against those of the high-quality ones. If the data-space flow reaches the modes
 where the latent flow does not, the critic is fine and the limit is the generator (the latent
-geometry) and the step budget. Writes benchmarks/results/toy2d_limits.json.
+geometry) and the step budget. Writes benchmarks/results/toy2d_limits.json (``--out``).
 """
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import dgflow  # noqa: E402
-from dgflow.data import toy2d  # noqa: E402
-from dgflow.io import load_modules  # noqa: E402
-from dgflow.metrics.toy2d import HQ_SIGMAS, report  # noqa: E402
+import dgflow
+from benchlib import RESULTS
+from benchlib.bases import cached_toy2d_bases, load_toy2d_base
+from dgflow.data import toy2d
+from dgflow.metrics.toy2d import HQ_SIGMAS, report
 
 
 def hq_report(x: torch.Tensor) -> dict:
@@ -39,12 +37,9 @@ def grad_norm(fn, x: torch.Tensor) -> torch.Tensor:
     return g.norm(dim=1)
 
 
-def study(path: Path, seed: int, n: int) -> dict:
-    from toy2d import build
-
-    g, d = build(seed)
-    load_modules(path, {"generator": g, "critic": d})
-    g.eval(), d.eval()
+def study(path: str | Path, n: int) -> dict:
+    """The latent flows, the data-space flow and the gradients of the base in ``path``."""
+    g, d = load_toy2d_base(path)
     z = torch.randn(n, 2, generator=torch.Generator().manual_seed(0))
     x0 = dgflow.generate(g, z)
     out = {"base": hq_report(x0)}
@@ -66,17 +61,19 @@ def study(path: Path, seed: int, n: int) -> dict:
     return out
 
 
-def main() -> int:
-    from toy2d import base_path
-
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=5000, help="latents per base")
+    p.add_argument("--out", default=str(RESULTS / "toy2d_limits.json"))
+    a = p.parse_args(argv)
     torch.set_num_threads(1)
-    res = {"n": 5000, "bases": {}}
-    for seed in (0, 1, 2):
-        path = base_path(HERE / "results" / "bases", "25gaussians", "wgan-gp", seed, 20000)
-        if path.is_file():
-            res["bases"][f"seed {seed}"] = study(path, seed, res["n"])
-            print(f"seed {seed}: {json.dumps(res['bases'][f'seed {seed}'])}", flush=True)
-    out = HERE / "results" / "toy2d_limits.json"
+    res = {"n": a.n, "bases": {}}
+    for base in cached_toy2d_bases((0, 1, 2), datasets=["25gaussians"], losses=["wgan-gp"]):
+        seed = base["base_seed"]
+        res["bases"][f"seed {seed}"] = study(base["path"], res["n"])
+        print(f"seed {seed}: {json.dumps(res['bases'][f'seed {seed}'])}", flush=True)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(f"wrote {out}")
     return 0

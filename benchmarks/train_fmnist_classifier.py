@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from benchlib import RESULTS, ROOT, display_path
 from dgflow.data import fmnist
 from dgflow.io import save_modules
 from dgflow.models.arch import SmallCNNClassifier
 
-ROOT = Path(__file__).resolve().parents[1]
 KWARGS = {"in_channels": 1, "channels": [32, 64], "feat_dim": 128, "n_classes": 10, "img_size": 32}
 
 
@@ -66,10 +66,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data-dir")
     p.add_argument("--out", default=str(ROOT / "dgflow" / "weights" / "fmnist_cnn.safetensors"))
-    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "fmnist_classifier.json"))
+    p.add_argument("--json", default=str(RESULTS / "fmnist_classifier.json"))
+    p.add_argument("--limit", type=int, help="train on the first LIMIT train images only (smoke runs)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    x_train, y_train = fmnist.load_tensor("train", a.data_dir)
+    x_train, y_train = (t[: a.limit] for t in fmnist.load_tensor("train", a.data_dir))
     x_test, y_test = fmnist.load_tensor("test", a.data_dir)
     t0 = time.perf_counter()
     model = train(x_train, y_train, a.epochs, a.batch_size, a.lr, a.seed)
@@ -80,8 +81,7 @@ def main(argv=None) -> int:
             "test_accuracy": round(accuracy(model, x_test, y_test), 4), "n_test": len(x_test),
             "train_seconds": round(secs, 1), "threads": a.threads}
     sha = save_modules(a.out, {"classifier": model}, meta)
-    out = Path(a.out).resolve()
-    report = {**meta, "path": str(out.relative_to(ROOT) if out.is_relative_to(ROOT) else out), "sha256": sha}
+    report = {**meta, "path": display_path(a.out), "sha256": sha}
     Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))
     return 0

@@ -14,28 +14,29 @@ Both bases share the generator (:class:`~dgflow.models.arch.DCGANGenerator`, 64-
 The run is seeded and resumable: every ``--ckpt-every`` generator iterations the models,
 optimisers and random states go to ``<ckpt-dir>/last.pt``; rerunning the same command continues
 from there (``--fresh`` starts over). Losses are appended to a CSV log. One thread by default.
-The same script trains a CIFAR10/STL10 base from a GPU config: ``--config benchmarks/configs/...``.
+The same script trains a CIFAR10/STL10 base from a GPU config: ``--config benchmarks/configs/...``;
+``--zoo FILE`` then registers it in a zoo yaml as ``<dataset>-<base>``, where ``fid_table.py
+--zoo FILE`` finds it (the Fashion-MNIST bases are in the packaged zoo).
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from configs import image_data  # noqa: E402  (benchmarks/configs/image_data.py)
+import dgflow.zoo
+from benchlib import RESULTS, ROOT
+from benchlib.bases import gan_model
+from benchlib.images import load_images, resolve
+from benchlib.resume import load_state, save_state, trim_log
+from dgflow.io import save_modules
+from dgflow.models.arch import DCGANGenerator, SNDCGANDiscriminator, WGANGPCritic
+from dgflow.training import GANConfig, train_gan
 
-from dgflow.io import save_modules  # noqa: E402
-from dgflow.models.arch import DCGANGenerator, SNDCGANDiscriminator, WGANGPCritic  # noqa: E402
-from dgflow.training import GANConfig, train_gan  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 BASES = {
     "wgangp": dict(critic="WGANGPCritic", loss="wgan-gp", n_critic=5, lr=2e-4, betas=(0.5, 0.9), iters=2400),
     "sndcgan": dict(critic="SNDCGANDiscriminator", loss="ns", n_critic=1, lr=2e-4, betas=(0.5, 0.999),
@@ -49,48 +50,6 @@ def build_models(g_kwargs: dict, critic: str, d_kwargs: dict, seed: int):
     """Seeded generator and critic."""
     torch.manual_seed(seed)
     return DCGANGenerator(**g_kwargs), CRITICS[critic](**d_kwargs)
-
-
-def save_state(path: Path, it: int, g, d, opt_g, opt_d, rng: torch.Generator, run: dict,
-               seconds: tuple[float, float]):
-    """Everything needed to resume, written atomically."""
-    tmp = path.with_suffix(".tmp")
-    torch.save({"iter": it, "generator": g.state_dict(), "critic": d.state_dict(),
-                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
-                "torch_rng": torch.get_rng_state(), "run": run, "seconds": seconds[0],
-                "cpu_seconds": seconds[1]}, tmp)
-    os.replace(tmp, path)
-
-
-def load_state(path: Path, g, d, opt_g, opt_d, rng: torch.Generator, run: dict
-               ) -> tuple[int, tuple[float, float]]:
-    """Restore a checkpoint of the same run; returns (iteration, (wall, CPU) seconds spent so far)."""
-    st = torch.load(path, map_location="cpu", weights_only=True)
-    diff = {k: (st["run"].get(k), v) for k, v in run.items() if k != "iters" and st["run"].get(k) != v}
-    if diff:  # the same run may be extended to more iterations
-        raise SystemExit(f"{path} belongs to a different run (checkpoint vs now: {diff}); "
-                         "use --fresh or another --ckpt-dir")
-    g.load_state_dict(st["generator"])
-    d.load_state_dict(st["critic"])
-    opt_g.load_state_dict(st["opt_g"])
-    opt_d.load_state_dict(st["opt_d"])
-    rng.set_state(st["rng"])
-    torch.set_rng_state(st["torch_rng"])
-    return int(st["iter"]), (float(st["seconds"]), float(st["cpu_seconds"]))
-
-
-def trim_log(path: Path, upto: int) -> None:
-    """Keep the header and the rows logged at or before iteration ``upto`` (resume point)."""
-    if not path.is_file():
-        with open(path, "w", newline="") as fh:
-            csv.writer(fh).writerow(LOG_FIELDS)
-        return
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if int(r["iter"]) <= upto]
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, LOG_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -108,13 +67,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--out", help="final safetensors (default dgflow/weights/<dataset>_<base>.safetensors)")
     p.add_argument("--log", help="loss CSV (default benchmarks/results/<dataset>_<base>_trainlog.csv)")
+    p.add_argument("--zoo", help="also register the result in this zoo yaml as <dataset>-<base> "
+                                 "(created if absent, an earlier entry of that name replaced)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
-    setup = image_data.resolve(a.config)
+    setup = resolve(a.config)
     base = dict(BASES[a.base], **setup.get("bases", {}).get(a.base, {}))
     name = f"{setup['dataset']}_{a.base}"
     iters = a.iters or base["iters"]
@@ -125,10 +86,10 @@ def main(argv=None) -> int:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     state_path = ckpt_dir / "last.pt"
     out = Path(a.out or ROOT / "dgflow" / "weights" / f"{name}.safetensors")
-    log_path = Path(a.log or ROOT / "benchmarks" / "results" / f"{name}_trainlog.csv")
+    log_path = Path(a.log or RESULTS / f"{name}_trainlog.csv")
 
     dev = torch.device(a.device)
-    real = image_data.load_images(setup["dataset"], "train", a.data_dir).to(dev)
+    real = load_images(setup["dataset"], "train", a.data_dir).to(dev)
     g, d = build_models(setup["generator"], base["critic"], setup["critic"], a.seed)
     g, d = g.to(dev), d.to(dev)
     cfg = GANConfig(loss=base["loss"], iters=iters, batch_size=a.batch_size, n_critic=base["n_critic"],
@@ -140,7 +101,7 @@ def main(argv=None) -> int:
     if state_path.is_file() and not a.fresh:
         start, spent = load_state(state_path, g, d, opt_g, opt_d, rng, run)
         print(f"resuming {name} from iteration {start} ({state_path})", flush=True)
-    trim_log(log_path, start)
+    trim_log(log_path, start, LOG_FIELDS)
     z_dim = setup["generator"]["z_dim"]
 
     def sample_real(n: int) -> torch.Tensor:
@@ -175,7 +136,21 @@ def main(argv=None) -> int:
             "train_seconds": round(secs, 1), "train_cpu_seconds": round(cpu, 1), "threads": a.threads}
     sha = save_modules(out, {"generator": g.cpu(), "critic": d.cpu()}, meta)
     print(json.dumps({**meta, "path": str(out), "sha256": sha}), flush=True)
+    if a.zoo:
+        register(a.zoo, gan_model(setup["dataset"], a.base), out, meta)
     return 0
+
+
+def register(zoo: str, name: str, weights: Path, meta: dict) -> None:
+    """Add the trained base to the zoo yaml ``zoo`` (refine's defaults as its settings)."""
+    dgflow.zoo.register(name, weights, zoo=zoo, generator=meta["generator_class"],
+                        generator_kwargs=meta["generator"], critic=meta["critic_class"],
+                        critic_kwargs=meta["critic"], z_dim=meta["generator"]["z_dim"],
+                        dataset=meta["dataset"], convention=meta["logit_convention"],
+                        description=f"{meta['base']} base trained by benchmarks/train_fmnist_gan.py "
+                                    f"({meta['iters']} generator iterations, seed {meta['seed']})",
+                        overwrite=True)
+    print(f"registered {name} in {zoo}", flush=True)
 
 
 if __name__ == "__main__":

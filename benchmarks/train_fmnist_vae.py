@@ -11,21 +11,16 @@ the per-epoch mean loss and the time.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
+from benchlib import command_line
+from benchlib.bases import FMNIST_VAE_FILE
 from dgflow.data import fmnist
 from dgflow.io import save_modules
 from dgflow.models.arch import ConvVAE, negative_elbo
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from commandline import command_line  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "bases" / "fmnist_vae.safetensors"
 VAE_KWARGS = {"z_dim": 32, "in_channels": 1, "channels": [32, 64, 128], "img_size": 32}
 
 
@@ -59,10 +54,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir", help="Fashion-MNIST idx directory (default: $DGFLOW_FMNIST_DIR or the Debian path)")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--limit", type=int, help="train on the first LIMIT train images only (smoke runs)")
+    p.add_argument("--out", default=str(FMNIST_VAE_FILE))
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    x = fmnist.load_tensor("train", a.data_dir)[0]
+    x = fmnist.load_tensor("train", a.data_dir)[0][: a.limit]
     t0, c0 = time.perf_counter(), time.process_time()
     vae, losses = train_vae(x, a.epochs, seed=a.seed)
     meta = {"class": "dgflow.models.arch:ConvVAE", "kwargs": VAE_KWARGS, "epochs": a.epochs, "seed": a.seed,

@@ -31,17 +31,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fid_table  # noqa: E402
-from commandline import command_line  # noqa: E402
-from train_fmnist_vae import DEFAULT_OUT as VAE_FILE  # noqa: E402
-
-import dgflow  # noqa: E402
-from dgflow.io import load_modules, read_metadata, sha256_of  # noqa: E402
-from dgflow.models.arch import ConvVAE, SNDCGANDiscriminator  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+import dgflow
+import dgflow.zoo
+from benchlib import RESULTS, command_line, display_path, evaluation
+from benchlib.bases import FMNIST_VAE_FILE
+from benchlib.images import train_splits
+from dgflow.io import load_modules, read_metadata, sha256_of
+from dgflow.models.arch import ConvVAE, SNDCGANDiscriminator
 CRITICS = ("mlp", "conv", "corrector")
 LABELS = {"mlp": "VAE, fresh MLP critic", "conv": "VAE, fresh conv critic", "corrector": "VAE, corrector D0 + C"}
 
@@ -53,14 +49,6 @@ def load_vae(path: Path, device: torch.device) -> tuple[ConvVAE, dict]:
     return vae.to(device).eval(), meta
 
 
-def fit_split(seed: int, data_dir: str | None) -> torch.Tensor:
-    """10,000 train-split images for fitting the critics, disjoint from fid_table's validation split
-    (the first 12,000 of the same permutation)."""
-    train = fid_table.image_data.load_images("fmnist", "train", data_dir)
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    return train[perm[20000:30000]]
-
-
 def fit(kind: str, real: torch.Tensor, fake: torch.Tensor, seed: int) -> tuple[torch.nn.Module, dict]:
     """The critic ``kind`` fitted with fit_critic's defaults, and what the fit reports."""
     kw = {}
@@ -68,7 +56,7 @@ def fit(kind: str, real: torch.Tensor, fake: torch.Tensor, seed: int) -> tuple[t
         torch.manual_seed(seed)
         kw["critic"] = SNDCGANDiscriminator()
     elif kind == "corrector":
-        kw["base"] = fid_table.load_base(ROOT / "dgflow" / "weights" / "fmnist_sndcgan.safetensors", real.device)[1]
+        kw["base"] = dgflow.zoo.load("fmnist-sndcgan", device=real.device).critic
     t0 = time.perf_counter()
     critic = dgflow.fit_critic(real, fake, seed=seed, **kw)
     info = critic.info
@@ -82,10 +70,10 @@ def fit(kind: str, real: torch.Tensor, fake: torch.Tensor, seed: int) -> tuple[t
 
 
 def long_run(g, critic, z: torch.Tensor, ext, refs: dict, fa: argparse.Namespace, steps: int, every: int) -> dict:
-    """refine's defaults for up to ``steps`` steps through :func:`fid_table.evaluate_models`: test
+    """refine's defaults for up to ``steps`` steps through :func:`evaluation.evaluate_models`: test
     and validation FID every ``every`` steps, and the steps LogitMatch and the validation FID choose."""
     long = argparse.Namespace(**{**vars(fa), "steps": steps, "every": every})
-    out, _ = fid_table.evaluate_models("long run", g, critic, z, {"DGflow defaults": (dgflow.refine, {})}, ext,
+    out, _ = evaluation.evaluate_models("long run", g, critic, z, {"DGflow defaults": (dgflow.refine, {})}, ext,
                                        refs, long, {})
     return {"every": every, **out["methods"]["DGflow defaults"]}
 
@@ -112,7 +100,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=5000)
     p.add_argument("--long-steps", type=int, default=200, help="budget of the long run of the defaults (0: skip)")
     p.add_argument("--long-every", type=int, default=10)
-    p.add_argument("--vae", default=str(VAE_FILE))
+    p.add_argument("--vae", default=str(FMNIST_VAE_FILE))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir")
@@ -124,20 +112,21 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     a = parse(argv)
     torch.set_num_threads(a.threads)
-    # fid_table's own settings (the paper's eta/gamma/steps, every 5 steps, DDLS/DOT step sizes)
-    fa = fid_table.parse_args(["--n", str(a.n), "--seed", str(a.seed), "--batch-size", "500"]
-                              + (["--data-dir", a.data_dir] if a.data_dir else []) + (["--cache", a.cache] if a.cache else []))
-    for k, v in fid_table.PAPER.items():
-        setattr(fa, k, v)
+    # fid_table.py's evaluation settings (the paper's eta/gamma/steps, every 5 steps, DDLS/DOT step sizes)
+    fa = evaluation.parse_settings(["--n", str(a.n), "--seed", str(a.seed), "--batch-size", "500"]
+                                   + (["--data-dir", a.data_dir] if a.data_dir else [])
+                                   + (["--cache", a.cache] if a.cache else []))
     dev = torch.device("cpu")
     vae_path = Path(a.vae)
     if not vae_path.is_file():
         print(f"error: {vae_path} not found; train it with `python benchmarks/train_fmnist_vae.py`", file=sys.stderr)
         return 2
     vae, vmeta = load_vae(vae_path, dev)
-    ext, metric, cls_info = fid_table.make_extractor("cnn", fa, dev)
-    refs = fid_table.reference_sets(ext, "fmnist", fa)
-    real_fit = fit_split(a.seed, a.data_dir)
+    ext, metric, cls_info = evaluation.make_extractor("cnn", fa, dev)
+    splits = train_splits("fmnist", a.seed, a.data_dir)  # disjoint: validation, LogitMatch, critic fit
+    refs = evaluation.reference_sets(ext, "fmnist", fa.seed, data_dir=fa.data_dir, cache=fa.cache,
+                                     batch_size=fa.batch_size, splits=splits)
+    real_fit = splits["fit"]
     g = dgflow.as_generator(vae.decode, vae.z_dim)
     fake_fit = dgflow.generate(g, torch.randn(len(real_fit), vae.z_dim,
                                               generator=torch.Generator().manual_seed(a.seed + 100)), 500)
@@ -146,7 +135,7 @@ def main(argv=None) -> int:
            "record_steps": list(range(0, fa.steps, fa.every)) + [fa.steps],
            "reference": f"fmnist test split, {refs['test'].n:,} images (cached statistics)", "classifier": cls_info,
            "seed": a.seed, "threads": a.threads, "device": str(dev), "eta": fa.eta, "gamma": fa.gamma, "tuned": False,
-           "vae": {"file": str(vae_path.relative_to(ROOT)) if vae_path.is_relative_to(ROOT) else str(vae_path),
+           "vae": {"file": display_path(vae_path),
                    "sha256": sha256_of(vae_path), **{k: vmeta.get(k) for k in ("epochs", "negative_elbo_by_epoch")}},
            "critic_fit": {"real": "10,000 train-split images", "fake": "10,000 VAE samples (other latents)"},
            "long_steps": a.long_steps, "command": command_line(__file__, argv), "bases": {}, "critics": {}, "seconds_by_base": {}}
@@ -155,19 +144,19 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         critic, res["critics"][kind] = fit(kind, real_fit, fake_fit, a.seed)
         label = LABELS[kind]
-        methods = fid_table.methods_for("vae", fa)
-        res["bases"][label], grids = fid_table.evaluate_models(label, g, critic, z, methods, ext, refs, fa,
+        methods = evaluation.methods_for("vae", fa)
+        res["bases"][label], grids = evaluation.evaluate_models(label, g, critic, z, methods, ext, refs, fa,
                                                                {"critic": kind})
         if a.long_steps:
             res["bases"][label]["long"] = long_run(g, critic, z, ext, refs, fa, a.long_steps, a.long_every)
             print(f"{label} long run: {res['bases'][label]['long']}", flush=True)
         res["seconds_by_base"][label] = round(time.perf_counter() - t0, 1)
-        fid_table.plot_samples(label, grids, Path(f"{stem}_samples_{kind}.png"))
+        evaluation.plot_samples(label, grids, Path(f"{stem}_samples_{kind}.png"))
         Path(f"{stem}.json").write_text(json.dumps(res, indent=1))
-    fid_table.write_markdown(res, Path(f"{stem}.md"))
+    evaluation.write_markdown(res, Path(f"{stem}.md"))
     with open(f"{stem}.md", "a") as fh:
         fh.write(long_markdown(res))
-    fid_table.plot_curves(res, stem)
+    evaluation.plot_curves(res, stem)
     print(Path(f"{stem}.md").read_text())
     return 0
 

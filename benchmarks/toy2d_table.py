@@ -1,6 +1,6 @@
 """2D benchmark: DGflow against DDLS, DOT, DRS and MH-GAN on toy GAN bases (DESIGN.md §2–§3).
 
-    python benchmarks/toy2d.py      # 2.9 min here with the bases cached (2 workers, 1 thread each)
+    python benchmarks/toy2d_table.py      # 2.9 min here with the bases cached (2 workers, 1 thread each)
 
 Trains (or loads, from benchmarks/results/bases/) a WGAN-GP and a non-saturating base on
 25Gaussians and Swissroll per base seed (default 0), then refines/resamples N = 5,000 samples
@@ -11,8 +11,8 @@ benchmarks/results/toy2d.json, toy2d.md (mean ± std over evaluation seeds) and 
 Budget (stated, not tuned per seed): bases are benchmarks/train_toy2d.py's recipe (128-wide MLPs,
 Adam 1e-4, 20k generator iterations, DESIGN.md §5) trained once with base seed 0, as the issue
 asks; the three seeds are evaluation seeds (latents, flow noise, proposals, fresh data). Bases
-are cached as safetensors under benchmarks/results/bases/ (the shipped
-dgflow/weights/toy2d_<dataset>_<loss>.safetensors is used where its metadata matches), so only a
+are cached as safetensors under benchmarks/results/bases/ (a shipped zoo model, loaded with
+``dgflow.zoo.load``, is used where its metadata matches: benchlib.bases), so only a
 first run trains (here: 3 bases in 72 min wall on CPUs shared with other jobs, after the shipped
 25Gaussians WGAN-GP base's 22 min; about 15 CPU-min per WGAN-GP base, 3 per NS base). Jobs run
 in ``--workers`` processes with one thread each. EMD is exact on the first ``--emd-n`` samples
@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -34,21 +32,18 @@ import numpy as np
 import torch
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from commandline import command_line  # noqa: E402
-from train_toy2d import Z_DIM, build, train  # noqa: E402
+from benchlib import BASES_DIR, RESULTS, command_line, pyplot
+from benchlib.bases import (TOY2D_ITERS, TOY2D_LOSSES, TOY2D_Z_DIM, load_toy2d_base, toy2d_base_path,
+                            train_toy2d_base)
+from dgflow import generate, refine
+from dgflow.baselines import ddls, dot, drs, mhgan
+from dgflow.calibration import calibrate
+from dgflow.data import toy2d
+from dgflow.io import read_metadata, sha256_of
+from dgflow.metrics.toy2d import emd, report
 
-from dgflow import generate, refine  # noqa: E402
-from dgflow.baselines import ddls, dot, drs, mhgan  # noqa: E402
-from dgflow.calibration import calibrate  # noqa: E402
-from dgflow.data import toy2d  # noqa: E402
-from dgflow.io import load_modules, read_metadata, save_modules, sha256_of  # noqa: E402
-from dgflow.metrics.toy2d import emd, report  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 DEFAULT_REFINE = ["kl:0.1:0.01", "js:0.1:0.01", "logd:0.1:0.01", "kl:0.01:0.01", "js:0.01:0.01", "logd:0.01:0.01",
                   "js:0.01:0.01:critic=platt", "logd:0.01:0.01:critic=platt", "defaults"]
-SHIPPED = Path(__file__).parent.parent / "dgflow" / "weights"
 LOSS_LABEL = {"wgan-gp": "WGAN-GP", "ns": "NS"}
 
 
@@ -73,37 +68,23 @@ def parse_refine(spec: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- bases
-def base_path(bases_dir: Path, dataset: str, loss: str, seed: int, iters: int) -> Path:
-    """The cached base: the shipped checkpoint if its metadata matches, else one under ``bases_dir``."""
-    shipped = SHIPPED / f"toy2d_{dataset}_{loss.replace('-', '')}.safetensors"
-    if shipped.is_file():
-        meta = read_metadata(shipped)
-        if (meta.get("dataset"), meta.get("loss"), meta.get("seed"), meta.get("iters")) == (dataset, loss, seed, iters):
-            return shipped
-    return bases_dir / f"{dataset}_{loss}_s{seed}_it{iters}.safetensors"
-
-
 def get_base(job: dict, train_missing: bool = True):
-    """Load the base of ``job`` from its cache path, training and saving it first if missing."""
+    """Load the base of ``job`` from its path, training and caching it there first if missing."""
     path = Path(job["path"])
     if not path.is_file():
         if not train_missing:
             raise FileNotFoundError(path)
         torch.set_num_threads(1)
-        g, d, secs = train(job["dataset"], job["loss"], job["base_seed"], job["iters"], progress=False)
-        meta = {"dataset": job["dataset"], "loss": job["loss"], "seed": job["base_seed"], "iters": job["iters"],
-                "z_dim": Z_DIM, "arch": "MLPGenerator/MLPCritic width=128 depth=3", "train_seconds": round(secs, 1)}
-        save_modules(path, {"generator": g, "critic": d}, meta)
-    g, d = build(job["base_seed"])
-    load_modules(path, {"generator": g, "critic": d})
-    return g.eval(), d.eval(), {**read_metadata(path), "path": str(path), "sha256": sha256_of(path)}
+        train_toy2d_base(path, job["dataset"], job["loss"], job["base_seed"], job["iters"], progress=False)
+    g, d = load_toy2d_base(path)
+    return g, d, {**read_metadata(path), "path": str(path), "sha256": sha256_of(path)}
 
 
 # ----------------------------------------------------------------------------- methods
 def run_methods(g, d, dataset: str, seed: int, a) -> list[tuple[str, torch.Tensor, dict]]:
     """Every method on one base: (label, latents, cost) with cost = G evals and gradient steps."""
     n, steps = a.n, a.steps
-    z = torch.randn(n, Z_DIM, generator=torch.Generator().manual_seed(1000 + seed))
+    z = torch.randn(n, TOY2D_Z_DIM, generator=torch.Generator().manual_seed(1000 + seed))
     real = toy2d.sample(dataset, n, torch.Generator().manual_seed(3000 + seed))  # held-out, for calibration
     out = [("base", z, {"gen": 0, "grad": 0, "seconds": 0.0})]
 
@@ -115,7 +96,7 @@ def run_methods(g, d, dataset: str, seed: int, a) -> list[tuple[str, torch.Tenso
         out.append((label, zz, {**cost, **info}))
 
     t0 = time.perf_counter()
-    fake = generate(g, torch.randn(n, Z_DIM, generator=torch.Generator().manual_seed(4000 + seed)))
+    fake = generate(g, torch.randn(n, TOY2D_Z_DIM, generator=torch.Generator().manual_seed(4000 + seed)))
     cal = calibrate(d, real, fake, "platt")  # held-out real vs generated: a d + b ~ log mu/rho
     platt_a = float(cal.calibration.a)
     if not platt_a > 0:
@@ -130,9 +111,10 @@ def run_methods(g, d, dataset: str, seed: int, a) -> list[tuple[str, torch.Tenso
     timed(f"DDLS ε={a.ddls_eps:g}", lambda: ddls(g, d, z, steps, a.ddls_eps, generator_rng=seed), n * steps, n * steps)
     timed(f"DOT lr={a.dot_lr:g}", lambda: dot(g, d, z, steps, a.dot_lr, generator_rng=seed),
           n * steps + 2 * 500, n * steps)
-    for label, fn in ((f"DRS (γ: q{a.drs_quantile:g})", lambda: drs(g, cal, Z_DIM, n, shift_quantile=a.drs_quantile,
-                                                                      generator_rng=seed)),
-                      (f"MH-GAN K={a.mh_k}", lambda: mhgan(g, cal, Z_DIM, n, a.mh_k, real=real, generator_rng=seed))):
+    for label, fn in ((f"DRS (γ: q{a.drs_quantile:g})",
+                       lambda: drs(g, cal, TOY2D_Z_DIM, n, shift_quantile=a.drs_quantile, generator_rng=seed)),
+                      (f"MH-GAN K={a.mh_k}",
+                       lambda: mhgan(g, cal, TOY2D_Z_DIM, n, a.mh_k, real=real, generator_rng=seed))):
         timed(label, fn, 0, 0)
         out[-1][2].update(gen=out[-1][2]["gen"] + n, seconds=out[-1][2]["seconds"] + t_cal, platt_a=platt_a)
     return out
@@ -245,9 +227,7 @@ def markdown(summary: list[dict], targets: list[dict], a, wall: float, bases: li
 
 
 def plot(scatters: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     rows = list(scatters)
     cols = list(next(iter(scatters.values())))
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(1.6 * len(cols), 1.7 * len(rows)), squeeze=False)
@@ -273,8 +253,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="evaluation seeds")
     p.add_argument("--base-seeds", type=int, nargs="+", default=[0], help="training seeds of the bases")
     p.add_argument("--datasets", nargs="+", default=list(toy2d.DATASETS), choices=toy2d.DATASETS)
-    p.add_argument("--losses", nargs="+", default=["wgan-gp", "ns"], choices=list(LOSS_LABEL))
-    p.add_argument("--iters", type=int, default=20000, help="generator iterations of each base")
+    p.add_argument("--losses", nargs="+", default=list(TOY2D_LOSSES), choices=list(LOSS_LABEL))
+    p.add_argument("--iters", type=int, default=TOY2D_ITERS, help="generator iterations of each base")
     p.add_argument("--n", type=int, default=5000)
     p.add_argument("--emd-n", type=int, default=2000)
     p.add_argument("--steps", type=int, default=25)
@@ -287,13 +267,13 @@ def main(argv=None) -> int:
     p.add_argument("--plot-n", type=int, default=2000)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--train-only", action="store_true", help="train and cache the missing bases, then stop")
-    p.add_argument("--bases-dir", default=str(RESULTS / "bases"))
+    p.add_argument("--bases-dir", default=str(BASES_DIR))
     p.add_argument("--out", default=str(RESULTS / "toy2d"), help="output prefix (.json, .md, .png)")
     a = p.parse_args(argv)
     a.command = command_line(__file__, argv)
     t0 = time.perf_counter()
     bases = [{"dataset": ds, "loss": loss, "base": LOSS_LABEL[loss], "base_seed": bs, "iters": a.iters,
-              "path": str(base_path(Path(a.bases_dir), ds, loss, bs, a.iters))}
+              "path": str(toy2d_base_path(ds, loss, bs, a.iters, a.bases_dir))}
              for loss in a.losses for ds in a.datasets for bs in a.base_seeds]  # slow WGAN-GP first
     missing = [b for b in bases if not Path(b["path"]).is_file()]
     a.trained = len(missing)

@@ -1,9 +1,14 @@
-"""Image setups shared by ``train_fmnist_gan.py`` and ``fid_table.py``.
+"""Image setups of the image benchmarks, and the held-out subsets of their train split.
 
 The default setup is Fashion-MNIST at 32x32 (28x28 padded by 2) on a CPU. A YAML config
-(``cifar10.yaml``, ``stl10.yaml`` here) overrides the dataset, the architectures' kwargs, the
-per-base training settings and the refinement settings; CIFAR10 and STL10 are read with
-torchvision from a local directory (``download=False``: fetch them yourself where a network exists).
+(``benchmarks/configs/cifar10.yaml``, ``stl10.yaml``) overrides the dataset, the architectures'
+kwargs, the per-base training settings and the refinement settings; CIFAR10 and STL10 are read
+with torchvision from a local directory (``download=False``: fetch them yourself where a network
+exists).
+
+:func:`train_splits` is the one place the train split is cut into the subsets the benchmarks hold
+out (validation FID reference, LogitMatch's real samples, the images critics are fitted on), so
+that they are disjoint by construction, not by two scripts agreeing on a seed and a slice.
 """
 from __future__ import annotations
 
@@ -22,6 +27,13 @@ FMNIST = {
     "feature_extractor": "fmnist-cnn",
 }
 DATASETS = ("fmnist", "cifar10", "stl10")
+
+# Disjoint slices of one seeded permutation of the train split (see train_splits).
+TRAIN_SPLITS = {
+    "val": slice(0, 10000),        # validation FID reference: chooses the stopping step
+    "real": slice(10000, 12000),   # real samples whose mean logit LogitMatch aims at
+    "fit": slice(20000, 30000),    # real samples a critic is fitted on (vae_fmnist.py)
+}
 
 
 def resolve(config: str | os.PathLike | None) -> dict:
@@ -70,3 +82,18 @@ def load_images(dataset: str, split: str, root: str | None = None) -> torch.Tens
     if dataset in ("cifar10", "stl10"):
         return _torchvision_images(dataset, split, root)
     raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+
+
+def train_splits(dataset: str, seed: int, data_dir: str | None = None) -> dict[str, torch.Tensor]:
+    """The held-out subsets of ``dataset``'s *train* split (never the test split), by name
+    (:data:`TRAIN_SPLITS`): slices of one permutation seeded by ``seed``, checked to be disjoint."""
+    train = load_images(dataset, "train", data_dir)
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    index = {name: perm[s] for name, s in TRAIN_SPLITS.items()}
+    if any(len(index[name]) != s.stop - s.start for name, s in TRAIN_SPLITS.items()):
+        raise ValueError(f"{dataset}: its train split has {len(train)} images, too few for the "
+                         f"held-out subsets {TRAIN_SPLITS}")
+    everything = torch.cat(list(index.values()))
+    if len(torch.unique(everything)) != len(everything):
+        raise AssertionError(f"the held-out subsets of the {dataset} train split overlap: {TRAIN_SPLITS}")
+    return {name: train[i] for name, i in index.items()}

@@ -45,7 +45,7 @@ def memory_child(a, load_pair) -> None:
     """Run one memory point and print a JSON line: baseline and peak memory in MiB."""
     device = torch.device(a.device)
     torch.set_num_threads(a.threads)
-    g, d, _ = load_pair(device, a.seed, a.pair, a.weights)
+    g, d, _ = load_pair(device, a.seed, a.pair, a.model)
     kw = {"steps": a.mem_steps, "eta": a.eta, "gamma": a.gamma, "batch_size": a.batch_size}
     warm = g.prior.sample(a.batch_size, device=device)
     dgflow.refine(g, d, warm, **kw)
@@ -84,7 +84,7 @@ def memory_child(a, load_pair) -> None:
 
 def memory(a, script: str) -> list[dict]:
     """Every (mode, N) point in a fresh ``python script --mem-child ...`` process."""
-    common = ["--pair", a.pair, "--weights", a.weights or "", "--device", a.device, "--threads", str(a.threads),
+    common = ["--pair", a.pair, "--model", a.model, "--device", a.device, "--threads", str(a.threads),
               "--batch-size", str(a.batch_size), "--mem-steps", str(a.mem_steps), "--seed", str(a.seed),
               "--tmp", a.tmp or ""]
     rows = []

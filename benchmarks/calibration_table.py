@@ -1,16 +1,19 @@
 """Calibration of fitted critics where the true log density ratio log mu/rho is known.
 
-    nohup python benchmarks/calibration.py > calibration.log 2>&1 &
+    nohup python benchmarks/calibration_table.py > calibration.log 2>&1 &
+    python benchmarks/calibration_table.py --n-train 400 --n-test 400 --n-kde 2000 \
+        --out benchmarks/results/_scratch/calibration.json           # a smoke run
 
 Two problems, data mu vs model rho, each with 4,000 training points per side (``fit_critic``
-holds out 20% of them) and 4,000 fresh test points per side:
+holds out 20% of them; ``--n-train``) and 4,000 fresh test points per side (``--n-test``):
 
 (a) ``gaussians``: mu = N(0, I_2), rho = N((1, 0), 1.5^2 I_2); both densities exact, so the
     true log ratio is an exact quadratic.
 (b) ``25gaussians``: mu = the 25Gaussians mixture (exact mixture formula, DESIGN.md §3),
-    rho = the shipped WGAN-GP generator ``dgflow/weights/toy2d_25gaussians_wgangp.safetensors``,
+    rho = the shipped WGAN-GP generator (zoo ``toy2d-25gaussians-wgangp``),
     whose density is estimated by a Gaussian KDE (scikit-learn ``KernelDensity``, rtol 1e-3) of
-    20,000 generator samples, bandwidth chosen by held-out log-likelihood on 5,000 more. The KDE's own
+    20,000 generator samples (``--n-kde``), bandwidth chosen by held-out log-likelihood on a
+    quarter as many more (5,000). The KDE's own
     error is measured by running the same procedure on data samples, where log mu is exact.
 
 Critics, all with ``fit_critic``'s defaults (SiLU MLP 128-128, Adam 1e-3, batch 256, at most 200
@@ -40,16 +43,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import distributions as D
+from torch import nn
 
-from dgflow.data import toy2d
+import dgflow.zoo
+from benchlib import RESULTS, command_line, display_path, pyplot
 from dgflow.calibration import calibrate, calibration_report
+from dgflow.data import toy2d
 from dgflow.fit import fit_critic
-from dgflow.io import load_modules, read_metadata
-from dgflow.models.arch import MLPCritic, MLPGenerator
+from dgflow.models import AdaptedGenerator
 
-RESULTS = Path(__file__).resolve().parent / "results"
-CHECKPOINT = Path(__file__).resolve().parents[1] / "dgflow" / "weights" / "toy2d_25gaussians_wgangp.safetensors"
-N_TRAIN, N_TEST, N_KDE, N_KDE_VAL = 4000, 4000, 20000, 5000
+MODEL = "toy2d-25gaussians-wgangp"  # the zoo's 2D WGAN-GP: rho of problem (b), and its critic
+N_TRAIN, N_TEST, N_KDE = 4000, 4000, 20000  # defaults of --n-train, --n-test, --n-kde
 BANDWIDTHS = np.geomspace(0.005, 0.5, 13)
 KDE_RTOL = 1e-3   # relative tolerance of sklearn's tree KDE: log-density error <= 1e-3, 10-30x faster
 CLIP = 10.0
@@ -84,31 +88,24 @@ def fit_kde(train: np.ndarray, val: np.ndarray):
     return kde, float(BANDWIDTHS[best]), scores[best]
 
 
-def kde_sanity(rng: torch.Generator) -> dict:
+def kde_sanity(rng: torch.Generator, n_kde: int, n_test: int) -> dict:
     """The same KDE procedure on data samples, scored against the exact log mu on fresh data points."""
-    kde, h, ll = fit_kde(toy2d.as_numpy(toy2d.sample("25gaussians", N_KDE, rng)),
-                         toy2d.as_numpy(toy2d.sample("25gaussians", N_KDE_VAL, rng)))
-    x = toy2d.sample("25gaussians", N_TEST, rng)
+    kde, h, ll = fit_kde(toy2d.as_numpy(toy2d.sample("25gaussians", n_kde, rng)),
+                         toy2d.as_numpy(toy2d.sample("25gaussians", n_kde // 4, rng)))
+    x = toy2d.sample("25gaussians", n_test, rng)
     err = torch.from_numpy(kde.score_samples(toy2d.as_numpy(x))) - mixture_log_density(x).double()
     return {"bandwidth": h, "heldout_loglik": ll, "rmse_log_density_on_data": float(err.pow(2).mean().sqrt()),
             "mean_error_on_data": float(err.mean())}
 
 
-def load_wgangp() -> tuple[MLPGenerator, MLPCritic]:
-    meta = read_metadata(CHECKPOINT)
-    g, d = MLPGenerator(meta.get("z_dim", 2), 2), MLPCritic(2)
-    load_modules(CHECKPOINT, {"generator": g, "critic": d})
-    return g.eval(), d.eval()
-
-
-def toy_problem(generator: MLPGenerator, rng: torch.Generator) -> dict:
+def toy_problem(generator: AdaptedGenerator, rng: torch.Generator, n_kde: int) -> dict:
     """mu = 25Gaussians (exact), rho = the generator's density by KDE."""
 
     @torch.no_grad()
     def fake(n: int, g: torch.Generator) -> torch.Tensor:
-        return generator(torch.randn(n, generator.z_dim, generator=g))
+        return generator(generator.sample_prior(n, generator=g))
 
-    kde, h, ll = fit_kde(toy2d.as_numpy(fake(N_KDE, rng)), toy2d.as_numpy(fake(N_KDE_VAL, rng)))
+    kde, h, ll = fit_kde(toy2d.as_numpy(fake(n_kde, rng)), toy2d.as_numpy(fake(n_kde // 4, rng)))
 
     def truth(x: torch.Tensor) -> torch.Tensor:
         log_rho = torch.from_numpy(kde.score_samples(toy2d.as_numpy(x))).float()
@@ -120,7 +117,7 @@ def toy_problem(generator: MLPGenerator, rng: torch.Generator) -> dict:
             "kde": {"bandwidth": h, "heldout_loglik": ll}}
 
 
-def variants(real: torch.Tensor, fake: torch.Tensor, wgan_critic: MLPCritic | None, seed: int) -> tuple[dict, dict]:
+def variants(real: torch.Tensor, fake: torch.Tensor, wgan_critic: nn.Module | None, seed: int) -> tuple[dict, dict]:
     """The critics to compare (name -> x -> d) and what each fit did."""
     out, fits = {}, {}
     specs = {"plain logistic": dict(regularizer=None, patience=None), "early stop": dict(regularizer=None),
@@ -150,10 +147,11 @@ def variants(real: torch.Tensor, fake: torch.Tensor, wgan_critic: MLPCritic | No
     return out, fits
 
 
-def run_problem(problem: dict, seed: int, wgan_critic: MLPCritic | None = None) -> dict:
+def run_problem(problem: dict, seed: int, n_train: int, n_test: int, wgan_critic: nn.Module | None = None) -> dict:
+    """Every critic of :func:`variants` fitted on ``n_train`` points per side, scored on ``n_test``."""
     rng = torch.Generator().manual_seed(seed)
-    real, fake = problem["real"](N_TRAIN, rng), problem["fake"](N_TRAIN, rng)
-    xr, xf = problem["real"](N_TEST, rng), problem["fake"](N_TEST, rng)
+    real, fake = problem["real"](n_train, rng), problem["fake"](n_train, rng)
+    xr, xf = problem["real"](n_test, rng), problem["fake"](n_test, rng)
     critics, fits = variants(real, fake, wgan_critic, seed)
     critics = {"true log ratio": problem["truth"], **critics}
     rows = {name: calibration_report(c, xr, xf, true_log_ratio=problem["truth"]) for name, c in critics.items()}
@@ -174,10 +172,7 @@ def table(name: str, rows: dict) -> str:
 
 @torch.no_grad()
 def plot(results: dict, path: Path, names: list[str]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     probs = list(results)
     fig, axes = plt.subplots(len(probs), len(names), figsize=(2.6 * len(names), 3.0 * len(probs)), squeeze=False,
                              layout="constrained")
@@ -206,15 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--n-train", type=int, default=N_TRAIN, help="training points per side")
+    p.add_argument("--n-test", type=int, default=N_TEST, help="test points per side")
+    p.add_argument("--n-kde", type=int, default=N_KDE,
+                   help="KDE samples (and a quarter as many to choose its bandwidth)")
     p.add_argument("--out", default=str(RESULTS / "calibration.json"))
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    generator, wgan_critic = load_wgangp()
-    results = {"gaussians": run_problem(gaussians_problem(), a.seed)}
-    toy = toy_problem(generator, torch.Generator().manual_seed(a.seed + 100))
-    results["25gaussians"] = run_problem(toy, a.seed, wgan_critic)
-    sanity = kde_sanity(torch.Generator().manual_seed(a.seed + 200))
+    model = dgflow.zoo.load(MODEL)
+    results = {"gaussians": run_problem(gaussians_problem(), a.seed, a.n_train, a.n_test)}
+    toy = toy_problem(model.generator, torch.Generator().manual_seed(a.seed + 100), a.n_kde)
+    results["25gaussians"] = run_problem(toy, a.seed, a.n_train, a.n_test, model.critic)
+    sanity = kde_sanity(torch.Generator().manual_seed(a.seed + 200), a.n_kde, a.n_test)
     names = ["true log ratio", "plain logistic", "early stop + Platt", "spectral norm + early stop + Platt",
              "grad. penalty + early stop + Platt", "WGAN-GP critic + Platt",
              "corrector: WGAN-GP D0 + C, early stop + Platt"]
@@ -222,11 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, png, names)
     for name, r in results.items():
         print(table(name, r["rows"]) + "\n")
-    out = {"command": " ".join(["python benchmarks/calibration.py", *(argv or [])]),
-           "settings": {"n_train_per_side": N_TRAIN, "n_test_per_side": N_TEST, "n_kde": N_KDE,
-                        "n_kde_val": N_KDE_VAL, "bandwidth_grid": BANDWIDTHS.tolist(), "clip": CLIP,
+    out = {"command": command_line(__file__, argv),
+           "settings": {"n_train_per_side": a.n_train, "n_test_per_side": a.n_test, "n_kde": a.n_kde,
+                        "n_kde_val": a.n_kde // 4, "bandwidth_grid": BANDWIDTHS.tolist(), "clip": CLIP,
                         "seed": a.seed, "threads": a.threads, "fit_critic": "library defaults unless named"},
-           "checkpoint": str(CHECKPOINT.relative_to(CHECKPOINT.parents[2])), "kde_sanity_on_data": sanity,
+           "model": MODEL, "checkpoint": ", ".join(display_path(p) for p in model.weights_paths),
+           "kde_sanity_on_data": sanity,
            "problems": {k: {kk: vv for kk, vv in v.items() if kk not in ("critics", "extent")}
                         for k, v in results.items()},
            "seconds": time.perf_counter() - t0, "platform": platform.platform(), "torch": torch.__version__,

@@ -1,0 +1,59 @@
+"""Resumable GAN training for the training scripts: checkpoints and the loss log of one run.
+
+A checkpoint holds both networks, both optimisers, the run's data/latent generator, torch's global
+generator, the run's settings and the time spent, so that a resumed run continues exactly where
+the killed one stopped. The settings guard against resuming a different run; only ``iters`` may
+differ (a run may be extended).
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+
+def save_state(path: Path, it: int, g, d, opt_g, opt_d, rng: torch.Generator, run: dict,
+               seconds: tuple[float, float]) -> None:
+    """Everything needed to resume after generator iteration ``it``, written atomically;
+    ``seconds`` is the (wall, CPU) time spent so far."""
+    tmp = path.with_suffix(".tmp")
+    torch.save({"iter": it, "generator": g.state_dict(), "critic": d.state_dict(),
+                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
+                "torch_rng": torch.get_rng_state(), "run": run, "seconds": seconds[0],
+                "cpu_seconds": seconds[1]}, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: Path, g, d, opt_g, opt_d, rng: torch.Generator, run: dict
+               ) -> tuple[int, tuple[float, float]]:
+    """Restore a checkpoint of the same run into the given objects; returns (iteration, (wall,
+    CPU) seconds spent so far). Exits with a message if the checkpoint belongs to another run."""
+    st = torch.load(path, map_location="cpu", weights_only=True)
+    diff = {k: (st["run"].get(k), v) for k, v in run.items() if k != "iters" and st["run"].get(k) != v}
+    if diff:  # the same run may be extended to more iterations
+        raise SystemExit(f"{path} belongs to a different run (checkpoint vs now: {diff}); "
+                         "use --fresh or another --ckpt-dir")
+    g.load_state_dict(st["generator"])
+    d.load_state_dict(st["critic"])
+    opt_g.load_state_dict(st["opt_g"])
+    opt_d.load_state_dict(st["opt_d"])
+    rng.set_state(st["rng"])
+    torch.set_rng_state(st["torch_rng"])
+    return int(st["iter"]), (float(st["seconds"]), float(st["cpu_seconds"]))
+
+
+def trim_log(path: Path, upto: int, fields: Sequence[str]) -> None:
+    """Rewrite the CSV loss log ``path`` (columns ``fields``, the first ``iter``) with its header
+    and only the rows logged at or before iteration ``upto`` (the resume point); create it if absent."""
+    rows = []
+    if path.is_file():
+        with open(path, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if int(r["iter"]) <= upto]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fields)
+        w.writeheader()
+        w.writerows(rows)

@@ -1,1 +1,0 @@
-"""Dataset/architecture setups of the image benchmarks (Fashion-MNIST default, CIFAR10/STL10 GPU configs)."""
