@@ -58,7 +58,8 @@ import dgflow
 from benchlib import RESULTS
 from benchlib.memory import memory, memory_child
 from dgflow.divergences import get_weight
-from dgflow.flow import frozen
+from dgflow.models import frozen
+from dgflow.passes import chunk_slices as chunks
 
 log = logging.getLogger("reference_loop")
 
@@ -95,10 +96,6 @@ def _toy2d_pair():
 
 
 # ---------------------------------------------------------------- the three loops
-def chunks(n: int, b: int) -> list[slice]:
-    return [slice(i, min(i + b, n)) for i in range(0, n, b)]
-
-
 def floor(g, d, z: torch.Tensor, steps: int, batch_size: int) -> None:
     """steps x (forward + backward w.r.t. z) on the same latents, parameters frozen."""
     with frozen(g, d):

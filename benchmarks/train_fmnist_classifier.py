@@ -23,6 +23,7 @@ from benchlib import RESULTS, ROOT, display_path
 from dgflow.data import fmnist
 from dgflow.io import save_modules
 from dgflow.models.arch import SmallCNNClassifier
+from dgflow.passes import chunk_slices
 
 KWARGS = {"in_channels": 1, "channels": [32, 64], "feat_dim": 128, "n_classes": 10, "img_size": 32}
 
@@ -31,8 +32,7 @@ KWARGS = {"in_channels": 1, "channels": [32, 64], "feat_dim": 128, "n_classes": 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
     """Top-1 accuracy of ``model`` in eval mode."""
     model.eval()
-    hits = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-               for i in range(0, len(x), batch_size))
+    hits = sum(int((model(x[s]).argmax(1) == y[s]).sum()) for s in chunk_slices(len(x), batch_size))
     return hits / len(x)
 
 

@@ -116,7 +116,7 @@ def fit_critic(real: torch.Tensor, fake: torch.Tensor, *, critic: Optional[nn.Mo
             norm on C's layers) or ``"gp"`` (WGAN-GP penalty on C, weight ``gp_weight``). Both
             hold |grad d| near or below 1 in input units, so they cannot fit a log ratio steeper
             than that: on 2D 25Gaussians (modes of std 0.05) they stay at chance
-            (benchmarks/calibration.py). Use them where unit steps in x are large (images).
+            (benchmarks/calibration_table.py). Use them where unit steps in x are large (images).
         patience: stop after this many epochs without a lower held-out loss and keep the best
             epoch's weights; None trains ``max_epochs`` epochs and keeps the last weights.
         calibrate: ``"platt"``, ``"temperature"`` or None: affine map of d fitted on the

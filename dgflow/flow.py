@@ -21,12 +21,9 @@ import torch
 
 from ._checks import check_batch_size, check_latents, check_models, make_rng
 from .divergences import DivergenceLike
-from .engine import (Callback, Model, RunInfo, Stop, check_stop, make_callback, record_steps, run,  # noqa: F401
-                     step_stats, trajectory_every)
-from .models.modules import frozen  # noqa: F401  (importable from here as before)
-from .passes import chunk_slices, decode, logits_and_grad  # noqa: F401
-from .passes import logits as chunked_logits  # noqa: F401  (the no-grad pass, under its former name)
-from .solvers import ODE_METHODS as ODE_SOLVERS  # noqa: F401
+from .engine import Callback, Model, Stop, check_stop, make_callback, run, trajectory_every
+from .models.modules import frozen
+from .passes import chunk_slices, decode
 from .solvers import SOLVERS, Problem, make_settings
 from .steps import AUTO_STEP
 

@@ -110,7 +110,7 @@ def best_step(generator: Optional[Model], trajectory: torch.Tensor, score: Calla
     Args:
         generator: decodes latents (``None``: the trajectory holds samples).
         trajectory: states (T, N, ...) from ``refine(..., steps=steps, return_trajectory=every)``:
-            steps 0, every, 2 * every, ... and ``steps`` (see :func:`dgflow.flow.record_steps`).
+            steps 0, every, 2 * every, ... and ``steps`` (see :func:`dgflow.engine.record_steps`).
         score: samples -> float, lower is better (e.g. FID against a held-out data split; never
             the test split you report).
         every: the ``return_trajectory`` spacing.

@@ -8,23 +8,22 @@ differ (a run may be extended).
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Sequence
 
 import torch
+
+from dgflow.io import atomic_write
 
 
 def save_state(path: Path, it: int, g, d, opt_g, opt_d, rng: torch.Generator, run: dict,
                seconds: tuple[float, float]) -> None:
     """Everything needed to resume after generator iteration ``it``, written atomically;
     ``seconds`` is the (wall, CPU) time spent so far."""
-    tmp = path.with_suffix(".tmp")
-    torch.save({"iter": it, "generator": g.state_dict(), "critic": d.state_dict(),
-                "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
-                "torch_rng": torch.get_rng_state(), "run": run, "seconds": seconds[0],
-                "cpu_seconds": seconds[1]}, tmp)
-    os.replace(tmp, path)
+    state = {"iter": it, "generator": g.state_dict(), "critic": d.state_dict(),
+             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
+             "torch_rng": torch.get_rng_state(), "run": run, "seconds": seconds[0], "cpu_seconds": seconds[1]}
+    atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def load_state(path: Path, g, d, opt_g, opt_d, rng: torch.Generator, run: dict

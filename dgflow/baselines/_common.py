@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Sequence, Union
 
 import torch
 
-from .._checks import check_int, check_models, make_rng  # noqa: F401  (check_models: used by the baselines)
+from .._checks import check_int, make_rng
 from ..models.protocol import AdaptedGenerator, GaussianPrior
 
 Model = Callable[[torch.Tensor], torch.Tensor]

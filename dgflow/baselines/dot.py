@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from tqdm.auto import tqdm
 
 from .._checks import check_batch_size, check_float, check_int, check_latents, check_models, make_rng
 from ..engine import Callback, Model, RunInfo, run

@@ -17,10 +17,10 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from .._checks import check_batch_size, check_float, check_int
+from .._checks import check_batch_size, check_float, check_int, check_models
 from ..models.modules import frozen
 from ..passes import logits
-from ._common import Model, PriorLike, check_models, make_sampler, resolve_rng, uniform
+from ._common import Model, PriorLike, make_sampler, resolve_rng, uniform
 
 
 def drs_log_accept(d: torch.Tensor, d_max: torch.Tensor | float, eps: float = 1e-6) -> torch.Tensor:

@@ -18,10 +18,10 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from .._checks import check_batch_size, check_int
+from .._checks import check_batch_size, check_int, check_models
 from ..models.modules import frozen
 from ..passes import logits
-from ._common import Model, PriorLike, check_models, make_sampler, resolve_rng, uniform
+from ._common import Model, PriorLike, make_sampler, resolve_rng, uniform
 
 
 def mh_accept(d_current: torch.Tensor, d_proposal: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

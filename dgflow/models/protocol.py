@@ -13,7 +13,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 import torch
 from torch import nn
 
-from .modules import attach_modules, frozen, modules_of  # noqa: F401  (frozen, modules_of: importable here too)
+from .modules import attach_modules
 
 
 @runtime_checkable
