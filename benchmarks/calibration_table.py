@@ -9,7 +9,7 @@ holds out 20% of them; ``--n-train``) and 4,000 fresh test points per side (``--
 
 (a) ``gaussians``: mu = N(0, I_2), rho = N((1, 0), 1.5^2 I_2); both densities exact, so the
     true log ratio is an exact quadratic.
-(b) ``25gaussians``: mu = the 25Gaussians mixture (exact mixture formula, DESIGN.md §3),
+(b) ``25gaussians``: mu = the 25Gaussians mixture (exact mixture formula, docs/design.md §3),
     rho = the shipped WGAN-GP generator (zoo ``toy2d-25gaussians-wgangp``),
     whose density is estimated by a Gaussian KDE (scikit-learn ``KernelDensity``, rtol 1e-3) of
     20,000 generator samples (``--n-kde``), bandwidth chosen by held-out log-likelihood on a
@@ -21,7 +21,7 @@ epochs, patience 10, 20% held out) except what the row names: plain logistic (no
 early stopping: 200 epochs, last weights), early stopping alone, spectral norm + early stopping,
 gradient penalty (weight 1) + early stopping, each before and after Platt / temperature scaling
 fitted on its held-out split. On (b) also the shipped WGAN-GP critic, raw and after Platt scaling
-on the same held-out points, and the corrector of DESIGN.md §1 with that critic as D0
+on the same held-out points, and the corrector of docs/design.md §1 with that critic as D0
 (Platt-scaled on the training split, ``calibrate_base=True``) plus C, early stopping. Platt is
 applied unconditionally here (``calibration_level=None``); whether the library's default test
 (level 0.05) would have applied it is recorded as ``gate``.

@@ -30,7 +30,7 @@ wall time with synchronisation:
   ``batch_size`` and (b) ``dgflow.distributed.refine_to_shards`` with ``chunk_size`` = that
   batch size, decoding to disk; ``--mem-steps`` flow steps (memory does not grow with steps).
 
-Pair: the Fashion-MNIST DCGAN-lite of DESIGN.md §5 (``dgflow.models.arch.dcgan``: 64-d z ->
+Pair: the Fashion-MNIST DCGAN-lite of docs/design.md §5 (``dgflow.models.arch.dcgan``: 64-d z ->
 128x4x4 -> transposed convs 64, 32, 1 to 32x32, ~17M MACs/image; spectral-norm critic with
 stride-2 convs 32, 64, 128 -> linear, ~4M MACs/image). The trained weights are the zoo model
 ``--model`` (default ``fmnist-sndcgan``); ``--model ''`` takes the same architectures with a seeded

@@ -1,4 +1,4 @@
-"""2D benchmark: DGflow against DDLS, DOT, DRS and MH-GAN on toy GAN bases (DESIGN.md §2–§3).
+"""2D benchmark: DGflow against DDLS, DOT, DRS and MH-GAN on toy GAN bases (docs/design.md §2–§3).
 
     python benchmarks/toy2d_table.py      # 2.9 min here with the bases cached (2 workers, 1 thread each)
 
@@ -9,7 +9,7 @@ generator evaluations and gradient steps per sample, and wall time. Writes
 benchmarks/results/toy2d.json, toy2d.md (mean ± std over evaluation seeds) and toy2d.png (first seed).
 
 Budget (stated, not tuned per seed): bases are benchmarks/train_toy2d.py's recipe (128-wide MLPs,
-Adam 1e-4, 20k generator iterations, DESIGN.md §5) trained once with base seed 0, as the issue
+Adam 1e-4, 20k generator iterations, docs/design.md §5) trained once with base seed 0, as the issue
 asks; the three seeds are evaluation seeds (latents, flow noise, proposals, fresh data). Bases
 are cached as safetensors under benchmarks/results/bases/ (a shipped zoo model, loaded with
 ``dgflow.zoo.load``, is used where its metadata matches: benchlib.bases), so only a
@@ -167,7 +167,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def check_targets(summary: list[dict], base: str) -> list[dict]:
-    """DESIGN target on 25Gaussians/``base``: DGflow ≥ 98% HQ, 25 modes, beats DDLS and DOT on HQ and EMD."""
+    """The issue-3 target (docs/design.md §8.10) on 25Gaussians/``base``: DGflow ≥ 98% HQ, 25 modes, beats DDLS and DOT on HQ and EMD."""
     rows = {s["method"]: s for s in summary if s["dataset"] == "25gaussians" and s["base"] == base}
     rivals = [s for m, s in rows.items() if m.startswith(("DDLS", "DOT"))]
     out = []

@@ -4,7 +4,7 @@
         --out dgflow/weights/toy2d_25gaussians_wgangp.safetensors
 
 128-wide, 3-hidden-layer ReLU MLPs, 2-d latent, WGAN-GP lambda = 10, 5 critic steps per
-generator step, Adam 1e-4 (0.5, 0.9), batch 256, 20k generator iterations (DESIGN.md §5).
+generator step, Adam 1e-4 (0.5, 0.9), batch 256, 20k generator iterations (docs/design.md §5).
 The recipe is :func:`benchlib.bases.train_toy2d`, which also trains the bases that
 ``toy2d_table.py`` caches.
 """

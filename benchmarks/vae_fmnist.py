@@ -3,7 +3,7 @@
     python benchmarks/train_fmnist_vae.py     # once (about 10 min on 2 CPU cores)
     python benchmarks/vae_fmnist.py           # N = 5,000, FMNIST-CNN features
 
-A VAE has no discriminator, so the critic is fitted after training (DESIGN.md §1, the
+A VAE has no discriminator, so the critic is fitted after training (docs/design.md §1, the
 density-ratio corrector), each with :func:`dgflow.fit_critic`'s defaults on 10,000 train-split
 images against 10,000 VAE samples (fresh latents, not the evaluated ones):
 

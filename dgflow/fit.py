@@ -1,10 +1,10 @@
-"""Fit a critic as a calibrated log density ratio (DESIGN.md §1, "Density-ratio corrector").
+"""Fit a critic as a calibrated log density ratio (docs/design.md §1, "Density-ratio corrector").
 
 :func:`fit_critic` trains d(x) = D0(x) + C(x) with the class-balanced logistic loss, real = data,
 fake = samples of the model being refined. D0 is an optional frozen pretrained discriminator
 (``base``); without it d = C is a fresh discriminator. At the optimum of this loss
 d(x) = log mu(x)/rho(x) (Goodfellow et al. 2014, Prop. 1, in logit form), but a finite net
-trained on finite data is mis-scaled (DESIGN.md §5). So: early stopping on the held-out logistic
+trained on finite data is mis-scaled (docs/design.md §5). So: early stopping on the held-out logistic
 loss, optionally spectral norm (Miyato et al. 2018) or the WGAN-GP penalty on C, then an affine
 map of the logit fitted on the held-out split: Platt scaling a*d + b (Platt 1999) or temperature
 scaling d / T (Guo et al. 2017), kept only if a likelihood-ratio test finds d miscalibrated.

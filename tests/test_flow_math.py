@@ -1,4 +1,4 @@
-"""refine() against cases with a known answer (DESIGN.md §1): the paper's scheme, so ``clip=None``
+"""refine() against cases with a known answer (docs/design.md §1): the paper's scheme, so ``clip=None``
 where samples' drifts differ (the default cap would shorten the longer ones)."""
 import math
 

@@ -29,7 +29,7 @@ from .images import load_images, train_splits
 
 DEFAULT_DIVERGENCES = {"wgangp": ["kl"], "sndcgan": ["logd", "kl"]}
 BASE_LABELS = {"wgangp": "WGAN-GP", "sndcgan": "SN-DCGAN"}
-PAPER = {"eta": 0.1, "gamma": 0.01, "steps": 25}  # the DGflow authors' released settings (DESIGN.md §1)
+PAPER = {"eta": 0.1, "gamma": 0.01, "steps": 25}  # the DGflow authors' released settings (docs/design.md §1)
 EVAL = {"n": 10000, "batch_size": 500}
 
 

@@ -1,4 +1,4 @@
-"""Baselines with the call shape of :func:`dgflow.refine` (DESIGN.md §2).
+"""Baselines with the call shape of :func:`dgflow.refine` (docs/design.md §2).
 
 Flow-type methods take latents and return latents, spending gradient steps:
 

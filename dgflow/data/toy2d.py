@@ -1,4 +1,4 @@
-"""2D toy distributions (DESIGN.md §3).
+"""2D toy distributions (docs/design.md §3).
 
 * ``25gaussians``: an equal mixture of 25 isotropic Gaussians with means (2i, 2j),
   i, j in {-2, ..., 2}, and standard deviation 0.05.

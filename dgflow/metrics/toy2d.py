@@ -1,4 +1,4 @@
-"""Quality metrics for the 2D toys (DESIGN.md §3).
+"""Quality metrics for the 2D toys (docs/design.md §3).
 
 * high-quality fraction: share of samples within 4 sigma of a mixture mean (25Gaussians) or of
   the noiseless curve (Swissroll), sigma = 0.05;

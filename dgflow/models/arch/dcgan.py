@@ -1,6 +1,6 @@
 """Small DCGAN-style image networks (Radford et al. 2016; Miyato et al. 2018 for spectral norm).
 
-Sized for Fashion-MNIST on a CPU (DESIGN.md §5), with the width and resolution as arguments so
+Sized for Fashion-MNIST on a CPU (docs/design.md §5), with the width and resolution as arguments so
 the same classes build the CIFAR10 (32x32) and STL10 (48x48) variants on a GPU:
 
 * :class:`DCGANGenerator`: z -> linear -> ``channels[0]`` x b x b -> one stride-2 transposed

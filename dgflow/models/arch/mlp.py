@@ -1,4 +1,4 @@
-"""Small fully connected networks for the 2D toy problems (DESIGN.md §5)."""
+"""Small fully connected networks for the 2D toy problems (docs/design.md §5)."""
 from __future__ import annotations
 
 import torch

@@ -4,7 +4,7 @@ The encoder is the critics' trunk (stride-2 4x4 convolutions, LeakyReLU 0.2) end
 and log-variance of a diagonal Gaussian q(z|x); the decoder is :class:`DCGANGenerator`, whose tanh
 output in [-1, 1] is read as Bernoulli means (x + 1) / 2 of the pixels. Samples of the model are
 ``decode(z)`` with z ~ N(0, I): that is the generator ``dgflow.refine`` moves. A VAE has no
-discriminator of its own; fit one with :func:`dgflow.fit_critic` (DESIGN.md §1).
+discriminator of its own; fit one with :func:`dgflow.fit_critic` (docs/design.md §1).
 """
 from __future__ import annotations
 
