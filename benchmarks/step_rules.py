@@ -54,7 +54,10 @@ SENSITIVITY_RULES = {"auto 0.01, clip 1": {"eta": "auto", "clip": 1.0, "auto_ste
                      "auto 0.04, clip 1": {"eta": "auto", "clip": 1.0, "auto_step": 0.04},
                      "auto, clip 1, γ 0": {"eta": "auto", "clip": 1.0, "gamma": 0.0},
                      "auto, clip 1, γ 0.05": {"eta": "auto", "clip": 1.0, "gamma": 0.05}}
-ALL_RULES = {**STEP_RULES, **SENSITIVITY_RULES}
+# What a numeric eta should mean (the paper's update, or capped like the default):
+# ``--rules "η=0.1" "η=0.1, clip 1" "η=0.01" "η=0.01, clip 1" --out benchmarks/results/fixed_eta_cap``.
+CAPPED_FIXED_RULES = {"η=0.1, clip 1": {"eta": 0.1, "clip": 1.0}, "η=0.01, clip 1": {"eta": 0.01, "clip": 1.0}}
+ALL_RULES = {**STEP_RULES, **SENSITIVITY_RULES, **CAPPED_FIXED_RULES}
 STOP_RULES = ("25 steps", "logit match", "logit match ½", "validation")
 GAMMA = 0.01
 

@@ -21,9 +21,7 @@ The same script trains a CIFAR10/STL10 base from a GPU config: ``--config benchm
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -32,10 +30,10 @@ import dgflow.zoo
 from benchlib import RESULTS, ROOT
 from benchlib.bases import gan_model
 from benchlib.images import load_images, resolve
-from benchlib.resume import load_state, save_state, trim_log
+from benchlib.resume import run_training
 from dgflow.io import save_modules
 from dgflow.models.arch import DCGANGenerator, SNDCGANDiscriminator, WGANGPCritic
-from dgflow.training import GANConfig, train_gan
+from dgflow.training import GANConfig
 
 BASES = {
     "wgangp": dict(critic="WGANGPCritic", loss="wgan-gp", n_critic=5, lr=2e-4, betas=(0.5, 0.9), iters=2400),
@@ -97,11 +95,6 @@ def main(argv=None) -> int:
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas)
     rng = torch.Generator(device=dev).manual_seed(a.seed + 1)
-    start, spent = 0, (0.0, 0.0)
-    if state_path.is_file() and not a.fresh:
-        start, spent = load_state(state_path, g, d, opt_g, opt_d, rng, run)
-        print(f"resuming {name} from iteration {start} ({state_path})", flush=True)
-    trim_log(log_path, start, LOG_FIELDS)
     z_dim = setup["generator"]["z_dim"]
 
     def sample_real(n: int) -> torch.Tensor:
@@ -110,26 +103,9 @@ def main(argv=None) -> int:
     def sample_z(n: int) -> torch.Tensor:
         return torch.randn(n, z_dim, generator=rng, device=dev)
 
-    t0, c0 = time.perf_counter() - spent[0], time.process_time() - spent[1]
-
-    def elapsed() -> tuple[float, float]:
-        return time.perf_counter() - t0, time.process_time() - c0
-    with open(log_path, "a", newline="") as fh:
-        writer = csv.writer(fh)
-
-        def on_log(it: int, l_d: float, l_g: float) -> None:
-            writer.writerow([it, f"{l_d:.5f}", f"{l_g:.5f}", *(f"{s:.1f}" for s in elapsed())])
-            fh.flush()
-
-        while start < iters:
-            stop = min(start + a.ckpt_every, iters)
-            cfg.iters = stop
-            train_gan(g, d, sample_real, sample_z, cfg, start_iter=start, optimizers=(opt_g, opt_d),
-                      on_log=on_log, log_every=50)
-            start = stop
-            save_state(state_path, start, g, d, opt_g, opt_d, rng, run, elapsed())
-            print(f"{name}: {start}/{iters} generator iterations, wall/CPU s: %.0f / %.0f" % elapsed(), flush=True)
-    secs, cpu = elapsed()
+    secs, cpu = run_training(name, g, d, (opt_g, opt_d), rng, run, cfg, sample_real, sample_z,
+                             state_path=state_path, log_path=log_path, fields=LOG_FIELDS, fresh=a.fresh,
+                             ckpt_every=a.ckpt_every, log_every=50)
     meta = {**run, "logit_convention": "wgan" if base["loss"] == "wgan-gp" else "ns",
             "generator_class": "dgflow.models.arch.dcgan:DCGANGenerator",
             "critic_class": f"dgflow.models.arch.dcgan:{base['critic']}",

@@ -8,8 +8,9 @@ differ (a run may be extended).
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -56,3 +57,53 @@ def trim_log(path: Path, upto: int, fields: Sequence[str]) -> None:
         w = csv.DictWriter(fh, fields)
         w.writeheader()
         w.writerows(rows)
+
+
+def run_training(name: str, g, d, opts: tuple, rng: torch.Generator, run: dict, cfg, sample_real, sample_z, *,
+                 state_path: Path, log_path: Path, fields: Sequence[str], fresh: bool, ckpt_every: int,
+                 log_every: int, at_checkpoint: Callable[[int], tuple[list[str], str]] | None = None,
+                 **train_kw) -> tuple[float, float]:
+    """Train ``g`` against ``d`` by :func:`dgflow.training.train_gan` up to ``cfg.iters`` generator
+    iterations, resuming from ``state_path`` unless ``fresh``, checkpointing every ``ckpt_every``.
+
+    The CSV log ``log_path`` has columns ``fields``: iteration, critic and generator loss, wall and
+    CPU seconds, then any extra columns, which ``at_checkpoint(iteration) -> (values, message)``
+    fills at each checkpoint (e.g. a progress metric). Returns the (wall, CPU) seconds spent in all.
+    """
+    from dgflow.training import train_gan
+
+    opt_g, opt_d = opts
+    start, spent = 0, (0.0, 0.0)
+    if state_path.is_file() and not fresh:
+        start, spent = load_state(state_path, g, d, opt_g, opt_d, rng, run)
+        print(f"resuming {name} from iteration {start} ({state_path})", flush=True)
+    trim_log(log_path, start, fields)
+    t0, c0 = time.perf_counter() - spent[0], time.process_time() - spent[1]
+
+    def elapsed() -> tuple[float, float]:
+        return time.perf_counter() - t0, time.process_time() - c0
+
+    extra = len(fields) - 5
+    iters = cfg.iters
+    with open(log_path, "a", newline="") as fh:
+        writer = csv.writer(fh)
+
+        def on_log(it: int, l_d: float, l_g: float) -> None:
+            writer.writerow([it, f"{l_d:.5f}", f"{l_g:.5f}", *(f"{s:.1f}" for s in elapsed()), *[""] * extra])
+            fh.flush()
+
+        while start < iters:
+            stop = min(start + ckpt_every, iters)
+            cfg.iters = stop
+            train_gan(g, d, sample_real, sample_z, cfg, start_iter=start, optimizers=(opt_g, opt_d),
+                      on_log=on_log, log_every=log_every, **train_kw)
+            start = stop
+            values, message = at_checkpoint(start) if at_checkpoint is not None else ([], "")
+            if values:
+                writer.writerow([start, "", "", *(f"{s:.1f}" for s in elapsed()), *values])
+                fh.flush()
+            save_state(state_path, start, g, d, opt_g, opt_d, rng, run, elapsed())
+            print(f"{name}: {start}/{iters} generator iterations, wall/CPU s: %.0f / %.0f%s"
+                  % (*elapsed(), message), flush=True)
+    cfg.iters = iters
+    return elapsed()
