@@ -66,7 +66,10 @@ def refine(
             first step, so that the median drift length ||eta * s(d) grad d|| over the batch is
             ``auto_step`` (see :func:`dgflow.steps.auto_eta`). This makes the step invariant to the
             critic's scale. The default: it beat fixed steps on all 14 bases of
-            ``benchmarks/step_rules.py``; the paper's fixed value is ``eta=0.1`` (with ``clip=None``).
+            ``benchmarks/step_rules.py``. A number is the step size itself; the drift cap ``clip``
+            still applies to it, so the paper's exact update is ``eta=0.1, clip=None``
+            (the cap improved fixed eta 0.1 and 0.01 under every stopping rule measured:
+            ``benchmarks/results/fixed_eta_cap.md``).
         gamma: entropy weight; the diffusion adds sqrt(2 gamma eta) N(0, I) each step.
         auto_step: median latent step length targeted by ``eta="auto"``.
         divergence: ``"kl"``, ``"js"``, ``"logd"``, ``"rkl"``, ``"pearson"`` or a callable f(r)
@@ -90,7 +93,8 @@ def refine(
             ``eta="auto"``; it stops the few samples with a huge gradient (common with
             non-saturating critics) from jumping across the latent space in one step. The
             default 1 (with ``eta="auto"``: no sample's drift exceeds ``auto_step``) was the best
-            cap measured (``benchmarks/step_rules.py``).
+            cap measured (``benchmarks/step_rules.py``). It applies to a numeric ``eta`` too
+            (no sample's drift then exceeds eta times the first step's median drift).
         stop: optional predicate ``stop(step, z_step, logits) -> bool`` checked before each
             update; when it returns True the flow ends there and ``z_step`` is returned (so
             ``steps`` becomes a maximum). :class:`dgflow.stopping.LogitMatch` stops once the
