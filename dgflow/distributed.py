@@ -21,7 +21,9 @@ Shard contents (numpy arrays): ``index`` (global sample indices, int64), ``z`` (
 with a ``stop`` rule that keeps the step it fired at (``LogitMatch``), also ``stop_step`` per sample
 (the step the chunk's flow ended at; -1 where the rule never fired and every step ran).
 :func:`load_shards` reassembles them in index order. With ``png_dir`` each decoded image is also
-saved as ``<index>.png`` (before its chunk's shard, so a chunk cut short is redone whole).
+saved as ``<index>.png``, and with ``text_vocab`` (a text model) each chunk's decoded strings as
+``chunk_<c>.txt``, one per line in index order (both before the chunk's shard, so a chunk cut
+short is redone whole).
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from tqdm.auto import tqdm
 from ._checks import check_int
 from .flow import check_refine_kwargs, generate, refine
 from .io import atomic_json, atomic_write, sha256_of
+from .data.text import decode as decode_text
 from .passes import chunk_slices
 from .models.protocol import GaussianPrior
 
@@ -64,6 +67,10 @@ def chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
 
 def shard_name(chunk: int) -> str:
     return f"chunk_{chunk:06d}.npz"
+
+
+def text_name(chunk: int) -> str:
+    return f"chunk_{chunk:06d}.txt"
 
 
 def chunk_latents(prior: GaussianPrior, seed: int, chunk: int, size: int,
@@ -166,7 +173,8 @@ def refine_to_shards(generator: Callable[[torch.Tensor], torch.Tensor],
                      out_dir: str | os.PathLike, *, chunk_size: int = 1000, seed: int = 0,
                      refine_kwargs: Mapping | None = None, decode: bool = True,
                      device: torch.device | str | None = None, png_dir: str | os.PathLike | None = None,
-                     png_range: Sequence[float] = (-1.0, 1.0), progress: bool = False,
+                     png_range: Sequence[float] = (-1.0, 1.0), text_vocab: str | None = None,
+                     progress: bool = False,
                      max_chunks: int | None = None, model_info: Mapping | None = None,
                      autocast_dtype: torch.dtype | None = None, rank: int | None = None,
                      world_size: int | None = None) -> ShardRun:
@@ -184,6 +192,8 @@ def refine_to_shards(generator: Callable[[torch.Tensor], torch.Tensor],
         decode: also store ``x = generator(z_refined)`` (decoded under ``no_grad``).
         device: where latents are drawn and refined (default: CPU).
         png_dir: also write each decoded image as ``<index>.png`` (values in ``png_range``).
+        text_vocab: for a text generator (samples (N, L, V) over ``text_vocab``), also write each
+            chunk's strings, decoded by argmax (:func:`dgflow.data.text.decode`), to ``chunk_<c>.txt``.
         progress: tqdm bar of this rank's samples (rank 0 only).
         max_chunks: stop after refining this many chunks in this process (a resumable stop).
         model_info: JSON-able description of the models, stored in ``run.json``, checked on resume.
@@ -209,11 +219,16 @@ def refine_to_shards(generator: Callable[[torch.Tensor], torch.Tensor],
     if not isinstance(prior, GaussianPrior):
         raise TypeError(f"prior must be a dgflow GaussianPrior, got {type(prior).__name__}")
     decode = bool(decode) and generator is not None
-    if png_dir is not None and not decode:
-        raise ValueError("png_dir needs decoded samples (decode=True and a generator)")
+    for name, value in (("png_dir", png_dir), ("text_vocab", text_vocab)):
+        if value is not None and not decode:
+            raise ValueError(f"{name} needs decoded samples (decode=True and a generator)")
     device = torch.device("cpu" if device is None else device)
-    if png_dir is not None:  # a model whose samples are no images is refused before anything is written
-        to_uint8_images(generate(generator, torch.zeros((1, *prior.shape), device=device)), png_range)
+    if png_dir is not None or text_vocab is not None:  # samples of the wrong kind: refused before any write
+        probe = generate(generator, torch.zeros((1, *prior.shape), device=device))
+        if png_dir is not None:
+            to_uint8_images(probe, png_range)
+        if text_vocab is not None:
+            decode_text(probe, text_vocab)
     out = Path(out_dir)
     coordinated = rank is None and world_size is None  # one process, or a torch.distributed group
     if coordinated:
@@ -262,6 +277,9 @@ def refine_to_shards(generator: Callable[[torch.Tensor], torch.Tensor],
             arrays["x"] = x.float().cpu().numpy()
             if png_dir is not None:
                 write_pngs(x, arrays["index"], Path(png_dir), png_range)
+            if text_vocab is not None:
+                lines = "".join(line + "\n" for line in decode_text(x, text_vocab)).encode("utf-8")
+                atomic_write(out / text_name(c), lambda fh, b=lines: fh.write(b))
         atomic_write(out / shard_name(c), lambda fh, a=arrays: np.savez(fh, **a))
         result.written.append(c)
         bar.update(stop - start)

@@ -5,7 +5,7 @@
 
 Every weights file of the named models (default: all whose files are on disk) is verified against
 its registered sha256 and uploaded in one commit; the entries are then printed with repo_id,
-filename, the commit hash as pinned revision and sha256, to paste into dgflow/model_zoo.yaml.
+filename, the commit hash as pinned revision and sha256, to paste into the top-level model_zoo.yaml.
 Needs a write token (`hf auth login` or HF_TOKEN). --dry-run checks and prints without any network.
 """
 from __future__ import annotations

@@ -29,6 +29,26 @@ NETS = textwrap.dedent("""
     def make_prob_d():  # the same critic, giving the probability of being real
         d = make_d()
         return lambda x: torch.sigmoid(d(x))
+
+    class TextG(torch.nn.Module):  # z (2) -> softmax over "abc" at 5 positions, (N, 5, 3)
+        z_dim = 2
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(4)
+            self.lin = torch.nn.Linear(2, 15)
+
+        def forward(self, z):
+            return torch.softmax(3 * self.lin(z).view(len(z), 5, 3), dim=-1)
+
+    class TextD(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(5)
+            self.lin = torch.nn.Linear(15, 1)
+
+        def forward(self, x):
+            return self.lin(x.flatten(1))
 """)
 FLOW = ["-n", "32", "--steps", "3", "--eta", "0.05", "--chunk-size", "16", "--no-progress"]
 
@@ -112,3 +132,28 @@ def test_probability_critic_through_the_command_line(nets, tmp_path):
     assert not np.allclose(t["z_refined"], a["z_refined"])
     with pytest.raises(SystemExit, match="temperature must be > 0"):
         main(["refine", *models(nets), *FLOW, "--temperature", "0", "--out", str(tmp_path / "t0")])
+
+
+def test_text_model_writes_decoded_strings_per_chunk(nets, tmp_path):
+    from dgflow.data.text import decode
+
+    out = tmp_path / "out"
+    text = ["--generator", f"{nets}:TextG", "--critic", f"{nets}:TextD"]
+    with pytest.raises(SystemExit, match="vocab"):  # a vocabulary that does not fit the model's output
+        main(["refine", *text, *FLOW, "--text-vocab", "ab", "--out", str(out)])
+    assert not (out / "run.json").exists()
+    assert main(["refine", *text, *FLOW, "--text-vocab", "abc", "--out", str(out)]) == 0
+    x = load_shards(out)["x"]
+    lines = (out / "chunk_000000.txt").read_text().splitlines() + (out / "chunk_000001.txt").read_text().splitlines()
+    assert lines == decode(x, "abc") and len(lines) == 32 and all(len(s) == 5 for s in lines)
+    assert json.loads((out / "run.json").read_text())["model"]["text_vocab"] == "abc"
+
+
+def test_zoo_text_model_writes_its_strings_without_an_option(tmp_path):
+    out = tmp_path / "out"
+    assert main(["refine", "--model", "text-fortunes-wgangp", "-n", "6", "--steps", "1", "--no-progress",
+                 "--out", str(out)]) == 0
+    lines = (out / "chunk_000000.txt").read_text().splitlines()
+    assert len(lines) == 6 and all(len(s) == 32 for s in lines)
+    with pytest.raises(SystemExit, match="critic-convention/--temperature apply to --critic"):
+        main(["refine", "--model", "text-fortunes-wgangp", "-n", "6", "--temperature", "2", "--out", str(tmp_path / "t")])

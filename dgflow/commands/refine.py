@@ -93,6 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--no-decode", action="store_true", help="store latents only, no x")
     run.add_argument("--png", metavar="DIR", help="also write every decoded image as DIR/<index>.png "
                                                   "(a folder pytorch-fid reads)")
+    run.add_argument("--text-vocab", metavar="CHARS",
+                     help="a text generator's vocabulary (one character per index of its (N, L, V) output): "
+                          "also write each chunk's strings, decoded by argmax, to DIR/chunk_<c>.txt "
+                          "(default for a zoo text model: its entry's)")
     run.add_argument("--png-range", type=float, nargs=2, default=(-1.0, 1.0), metavar=("LOW", "HIGH"),
                      help="value range of the images mapped to 0..255 (default -1 1)")
     run.add_argument("--bf16", action="store_true", help="opt-in bfloat16 autocast of the model passes")
@@ -261,9 +265,12 @@ def load_models(args: argparse.Namespace, device: torch.device):
             m = zoo.load(args.model, zoo=args.zoo, device=device)
         except zoo.ZooError as exc:
             raise SystemExit(f"dgflow refine: --model {args.model}: {exc}") from exc
+        from ..data.text import vocab_of_entry
+
         files = m.entry["weights"] if isinstance(m.entry["weights"], list) else [m.entry["weights"]]
-        return (m.generator, m.critic, m.prior, dict(m.refine_kwargs),
-                {"model": args.model, "sha256": [f["sha256"] for f in files]})
+        info = {"model": args.model, "sha256": [f["sha256"] for f in files]}
+        vocab = vocab_of_entry(m.entry)
+        return m.generator, m.critic, m.prior, dict(m.refine_kwargs), info | ({"text_vocab": vocab} if vocab else {})
     if not (args.generator and args.critic):
         raise SystemExit("dgflow refine: give --model NAME, or both --generator and --critic")
     gen = as_model(load_object(args.generator, "generator"), "generator")
@@ -295,6 +302,13 @@ def refine_kwargs(args: argparse.Namespace, model_defaults: dict) -> dict:
     return kw
 
 
+def text_vocab(args: argparse.Namespace, info: dict) -> str | None:
+    """--text-vocab, else a zoo text model's vocabulary (decoded strings are written beside the shards)."""
+    if args.text_vocab is not None or args.no_decode:
+        return args.text_vocab
+    return info.get("text_vocab")
+
+
 def main(args: argparse.Namespace) -> int:
     from ..distributed import refine_to_shards
 
@@ -306,6 +320,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         gen, critic, prior, defaults, info = load_models(args, device)
         kw = refine_kwargs(args, defaults)
+        vocab = text_vocab(args, info)
+        if vocab is not None:
+            info["text_vocab"] = vocab  # recorded in run.json: a resume writes the same files
         stop = stop_rule(args, critic, device)
         if stop is not None:
             kw["stop"] = stop
@@ -321,6 +338,7 @@ def main(args: argparse.Namespace) -> int:
             res = refine_to_shards(gen, critic, prior, args.n, args.out, chunk_size=args.chunk_size,
                                    seed=args.seed, refine_kwargs=kw, decode=not args.no_decode,
                                    device=device, png_dir=args.png, png_range=args.png_range,
+                                   text_vocab=vocab,
                                    progress=not args.no_progress, max_chunks=args.stop_after,
                                    model_info=info, autocast_dtype=torch.bfloat16 if args.bf16 else None)
         except (ValueError, TypeError, FloatingPointError) as exc:

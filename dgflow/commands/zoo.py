@@ -19,7 +19,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("zoo", help="list, download and verify pretrained models",
                               description="The model zoo: pretrained generator/critic pairs "
-                                          "(dgflow/model_zoo.yaml plus your own yaml files).")
+                                          "(model_zoo.yaml plus your own yaml files).")
     sub = p.add_subparsers(dest="zoo_command", metavar="ACTION")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 

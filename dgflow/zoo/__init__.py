@@ -4,7 +4,7 @@
     z = m.generator.sample_prior(1000)
     z_ref = dgflow.refine(m.generator, m.critic, z, **m.refine_kwargs)
 
-Registry: the packaged ``dgflow/model_zoo.yaml`` (its header documents the entry format), files
+Registry: the project's ``model_zoo.yaml`` (its header documents the entry format), files
 listed in ``DGFLOW_ZOO`` and the ``zoo=`` argument (see docs/zoo.md). Weights: the entry's local
 ``path`` if present, else ``huggingface_hub.hf_hub_download`` (honouring ``HF_HUB_OFFLINE``,
 ``HF_HOME``/``HF_HUB_CACHE``, ``cache_dir`` and ``local_files_only``); sha256 always verified;

@@ -2,7 +2,7 @@
 
 Uploads every weights file of the chosen entries in ONE commit, then prints the entries again with
 ``repo_id``, ``filename``, the commit hash as pinned ``revision`` and the ``sha256``, ready to paste
-over the old ones in their zoo file (``dgflow/model_zoo.yaml`` for the project's checkpoints). ``dry_run=True`` verifies the files and prints the same lines with a
+over the old ones in their zoo file (the top-level ``model_zoo.yaml`` for the project's checkpoints). ``dry_run=True`` verifies the files and prints the same lines with a
 placeholder revision without constructing any network client.
 """
 from __future__ import annotations

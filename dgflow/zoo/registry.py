@@ -1,10 +1,18 @@
 """Zoo files: reading, merging and validating the yaml registries of pretrained models.
 
-The registry is the packaged ``dgflow/model_zoo.yaml``, then every file listed in the
-``DGFLOW_ZOO`` environment variable (``os.pathsep``-separated), then the ``zoo`` argument (a path,
-an already-parsed mapping, or a list of them). A name defined again in a later source replaces the
-earlier definition. The entry format is documented at the top of ``dgflow/model_zoo.yaml`` and in
-``docs/zoo.md``.
+The registry is the project's ``model_zoo.yaml`` (:data:`PACKAGED_ZOO`), then every file listed in
+the ``DGFLOW_ZOO`` environment variable (``os.pathsep``-separated), then the ``zoo`` argument (a
+path, an already-parsed mapping, or a list of them). A name defined again in a later source
+replaces the earlier definition. The entry format is documented at the top of ``model_zoo.yaml``
+and in ``docs/zoo.md``.
+
+``model_zoo.yaml`` lives at the top of the repository, the one source of truth. A checkout or an
+editable install (``pip install -e .``) reads it there: the directory holding the ``dgflow``
+package also holds ``pyproject.toml`` and ``model_zoo.yaml``. Building a wheel (``pip install
+.``) copies it into the package as ``dgflow/model_zoo.yaml`` (``setup.py``'s build step), which
+an installed package reads. Relative weights paths in a zoo file resolve against the file's
+directory, except in a zoo file inside the installed package, whose paths resolve against the
+directory holding the package, as in a checkout: ``dgflow/weights/...`` works in both.
 """
 from __future__ import annotations
 
@@ -20,7 +28,27 @@ import yaml
 from ..critics import CONVENTIONS
 from .errors import UnknownModelError, ZooEntryError, ZooError
 
-PACKAGED_ZOO = Path(__file__).resolve().parent.parent / "model_zoo.yaml"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent     # the installed or checked-out dgflow/
+ZOO_FILENAME = "model_zoo.yaml"
+
+
+def project_zoo_path(package_dir: Path = PACKAGE_DIR) -> Path:
+    """The project's zoo file: ``<checkout>/model_zoo.yaml`` when ``package_dir``'s parent is a
+    source checkout (it has ``pyproject.toml`` and ``model_zoo.yaml``), else the copy a wheel
+    build put inside the package, ``<package_dir>/model_zoo.yaml``."""
+    top = package_dir.parent / ZOO_FILENAME
+    if top.is_file() and (package_dir.parent / "pyproject.toml").is_file():
+        return top
+    return package_dir / ZOO_FILENAME
+
+
+def zoo_base_dir(path: Path) -> Path:
+    """Where the relative weights paths of zoo file ``path`` resolve: its directory, or for a zoo
+    file inside the dgflow package (a wheel's copy of model_zoo.yaml) the package's parent."""
+    return path.parent.parent if path.parent == PACKAGE_DIR else path.parent
+
+
+PACKAGED_ZOO = project_zoo_path()
 ENV_VAR = "DGFLOW_ZOO"
 FORMAT_VERSION = 1
 NETS = ("generator", "critic")
@@ -56,9 +84,9 @@ class Registry:
         return self.entries[name]
 
     def base_dir(self, name: str) -> Path:
-        """Directory that relative weight paths of ``name`` are resolved against."""
+        """Directory that relative weight paths of ``name`` are resolved against (:func:`zoo_base_dir`)."""
         src = self.sources.get(name)
-        return src.parent if src is not None else Path.cwd()
+        return zoo_base_dir(src) if src is not None else Path.cwd()
 
 
 def _as_sources(zoo: ZooLike) -> list[ZooSource]:

@@ -1,0 +1,287 @@
+"""Text table: JS-4 / JS-6 of the character-level WGAN-GP base, refined by DGflow, DDLS and DOT.
+
+    python benchmarks/text_table.py        # -> benchmarks/results/text_table.{json,md,png}
+
+The base is the zoo model ``text-fortunes-wgangp`` (benchmarks/train_text_gan.py). For each of
+3 seeds, 10,000 prior latents are refined by every method with the same number of gradient steps
+(25) and decoded by argmax; each set of strings is scored by JS-4 and JS-6 (bits,
+:mod:`dgflow.metrics.text`) against 10,000 held-out strings of the corpus (half A), every 5
+steps. Methods, with nothing tuned to this benchmark:
+
+* ``DGflow (paper)``: ``refine(G, D, z, steps=25, eta=0.1, gamma=0.01, divergence="kl", clip=None)``;
+* ``DGflow (defaults)``: ``refine(G, D, z)`` (refine's defaults: 25 steps, eta "auto", clip 1, ...);
+* ``DDLS``: ``dgflow.baselines.ddls(G, D, z, 25)`` with the library's default ``eps``;
+* ``DOT``: ``dgflow.baselines.dot(G, D, z, 25)`` with the library's default ``lr``.
+
+The floor is the JS between two disjoint held-out halves: the held-out strings are grouped in
+blocks of 16 consecutive strings (512 characters, a few fortunes), the blocks shuffled (seed 0)
+and dealt to half A (the reference, its first 10,000 strings) and half B (the floor's sample,
+10,000 strings); so A and B share no block and nearly no fortune. 10,000 train strings against A
+are reported beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import dgflow
+import dgflow.zoo
+from benchlib import RESULTS, command_line, display_path, pyplot
+from dgflow.baselines import ddls, dot
+from dgflow.data.text import FORTUNES_DIR, decode, load_corpus, vocab_of_entry
+from dgflow.metrics.text import NgramReference
+from dgflow.stopping import mean_logit
+
+MODEL = "text-fortunes-wgangp"
+BLOCK = 16
+METHODS = ("base", "DGflow (paper)", "DGflow (defaults)", "DDLS", "DOT")
+CALLS = {
+    "DGflow (paper)": "dgflow.refine(G, D, z, steps=25, eta=0.1, gamma=0.01, divergence='kl', clip=None)",
+    "DGflow (defaults)": "dgflow.refine(G, D, z)  # refine's defaults (steps=25)",
+    "DDLS": "dgflow.baselines.ddls(G, D, z, steps=25)  # default eps",
+    "DOT": "dgflow.baselines.dot(G, D, z, steps=25)  # default lr",
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=MODEL, help="zoo model name")
+    p.add_argument("--zoo", help="extra zoo yaml to resolve --model in")
+    p.add_argument("--corpus", nargs="+", default=[FORTUNES_DIR], help="text files or directories")
+    p.add_argument("-n", type=int, default=10_000, help="strings per method and seed (and per held-out half)")
+    p.add_argument("--steps", type=int, default=25, help="gradient steps of every method")
+    p.add_argument("--every", type=int, default=5, help="record JS every this many steps")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the latents")
+    p.add_argument("--batch-size", type=int, default=2000, help="chunk size of the forward/backward passes")
+    p.add_argument("--examples", type=int, default=12, help="example strings shown (seed 0)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=str(RESULTS / "text_table"), help="output stem (.json, .md, .png)")
+    p.add_argument("--replot", action="store_true", help="only rewrite the .md and .png from the .json")
+    return p.parse_args(argv)
+
+
+def machine(threads: int) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores (shared with other jobs), {threads} torch thread(s), "
+            f"torch {torch.__version__}, Python {platform.python_version()}")
+
+
+def heldout_halves(strings: list[str], n: int, block: int = BLOCK, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Two disjoint halves of ``n`` strings each, made of shuffled blocks of ``block`` consecutive strings."""
+    n_blocks = len(strings) // block
+    order = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed)).tolist()
+    half = n_blocks // 2
+    a = [strings[b * block + j] for b in order[:half] for j in range(block)]
+    b = [strings[b * block + j] for b in order[half:] for j in range(block)]
+    if len(a) < n or len(b) < n:
+        raise SystemExit(f"-n {n}: the held-out split has {len(strings)} strings, too few for two halves "
+                         f"of {n}; lower -n or raise heldout_fraction")
+    return a[:n], b[:n]
+
+
+def run_method(name: str, g, d, z: torch.Tensor, steps: int, every: int, seed: int, batch_size: int):
+    """(final latents, {step: latents}, seconds) of one method on ``z``."""
+    record = set(range(0, steps + 1, every))
+    states: dict[int, torch.Tensor] = {}
+
+    def cb(step, zs, logits):
+        if step in record:
+            states[step] = zs.detach().clone()
+
+    rng = 1000 + seed
+    t = time.perf_counter()
+    if name == "base":
+        out = z.clone()
+    elif name == "DGflow (paper)":
+        out = dgflow.refine(g, d, z, steps=steps, eta=0.1, gamma=0.01, divergence="kl", clip=None,
+                            generator_rng=rng, callback=cb, batch_size=batch_size)
+    elif name == "DGflow (defaults)":
+        out = dgflow.refine(g, d, z, steps=steps, generator_rng=rng, callback=cb, batch_size=batch_size)
+    elif name == "DDLS":
+        out = ddls(g, d, z, steps, generator_rng=rng, callback=cb, batch_size=batch_size)
+    elif name == "DOT":
+        out = dot(g, d, z, steps, generator_rng=rng, callback=cb, batch_size=batch_size)
+    else:
+        raise ValueError(name)
+    secs = time.perf_counter() - t
+    if name != "base":
+        states[steps] = out.detach().clone()
+    return out, states, secs
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    if a.replot:
+        stem = Path(a.out)
+        res = json.loads(stem.with_suffix(".json").read_text())
+        stem.with_suffix(".md").write_text(markdown(res))
+        plot(res, stem.with_suffix(".png"))
+        return 0
+    torch.set_num_threads(a.threads)
+    t_start = time.perf_counter()
+    cmd = command_line(__file__, argv)
+    m = dgflow.zoo.load(a.model, zoo=a.zoo)
+    vocab = vocab_of_entry(m.entry)
+    if vocab is None:
+        raise SystemExit(f"--model {a.model}: not a text model (no generator.kwargs.vocab in its zoo entry)")
+    corpus = load_corpus(a.corpus)
+    if corpus.vocab != vocab:
+        raise SystemExit(f"the corpus vocabulary {corpus.vocab!r} differs from the model's {vocab!r}")
+    half_a, half_b = heldout_halves(corpus.strings("heldout"), a.n)
+    ref = NgramReference(half_a)
+    train = corpus.strings("train")
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:a.n].tolist()
+    floor = {"heldout_B_vs_A": ref(half_b), "train_vs_A": ref([train[i] for i in pick])}
+    print(f"floor (held-out B vs A): {floor['heldout_B_vs_A']}, train vs A: {floor['train_vs_A']}", flush=True)
+
+    g, d = m.generator, m.critic
+    runs: dict[str, dict] = {k: {"by_step": {}, "logit_mean": {}, "seconds": [], "final": []} for k in METHODS}
+    examples: dict[str, list[str]] = {}
+    for seed in a.seeds:
+        z = g.sample_prior(a.n, generator=torch.Generator().manual_seed(seed))
+        for name in METHODS:
+            out, states, secs = run_method(name, g, d, z, a.steps, a.every, seed, a.batch_size)
+            if name == "base":
+                states = {0: z}
+            scores, logits = {}, {}
+            for step, zs in sorted(states.items()):
+                x = dgflow.generate(g, zs, a.batch_size)
+                strings = decode(x, vocab)
+                scores[step] = ref(strings)
+                logits[step] = mean_logit(d, x, a.batch_size)
+                if seed == a.seeds[0] and step == max(states):
+                    examples[name] = strings[:a.examples]
+            r = runs[name]
+            for step, s in scores.items():
+                r["by_step"].setdefault(step, []).append(s)
+            for step, v in logits.items():
+                r["logit_mean"].setdefault(step, []).append(v)
+            r["seconds"].append(secs)
+            r["final"].append(scores[max(scores)])
+            print(f"seed {seed} {name:18s} {secs:6.0f} s  " +
+                  "  ".join(f"step {k}: {v['js4']:.4f}/{v['js6']:.4f}" for k, v in sorted(scores.items())),
+                  flush=True)
+
+    summary = {}
+    for name, r in runs.items():
+        summary[name] = {
+            **{f"{k}_mean": mean_std([s[k] for s in r["final"]])[0] for k in ("js4", "js6")},
+            **{f"{k}_std": mean_std([s[k] for s in r["final"]])[1] for k in ("js4", "js6")},
+            "per_seed": r["final"],
+            "by_step": {str(step): {f"{k}_{stat}": v for k in ("js4", "js6")
+                                    for stat, v in zip(("mean", "std"), mean_std([s[k] for s in ss]))}
+                        for step, ss in sorted(r["by_step"].items())},
+            "logit_mean_by_step": {str(step): float(np.mean(v)) for step, v in sorted(r["logit_mean"].items())},
+            "seconds_mean": float(np.mean(r["seconds"])),
+        }
+    wall = time.perf_counter() - t_start
+    result = {
+        "command": cmd, "machine": machine(a.threads), "wall_seconds": round(wall, 1),
+        "model": a.model, "weights_sha256": m.entry["weights"]["sha256"] if isinstance(m.entry["weights"], dict)
+        else None, "corpus": [display_path(p) for p in a.corpus],
+        "corpus_settings": corpus.settings, "n_train": len(corpus.train), "n_heldout": len(corpus.heldout),
+        "n": a.n, "steps": a.steps, "every": a.every, "seeds": a.seeds, "std": "sample std over seeds (ddof=1)",
+        "metric": "JS-n in bits between character n-gram frequencies of the generated strings and of "
+                  "held-out half A (n-grams inside each string)",
+        "calls": CALLS, "floor": floor, "methods": summary, "examples_seed0": examples,
+    }
+    stem = Path(a.out)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown(result))
+    plot(result, stem.with_suffix(".png"))
+    print(f"wrote {stem}.json/.md/.png ({wall / 60:.1f} min)", flush=True)
+    return 0
+
+
+def fmt(mean: float, std: float) -> str:
+    return f"{mean:.4f} ± {std:.4f}"
+
+
+def markdown(res: dict) -> str:
+    base = res["methods"]["base"]
+    fl, tr = res["floor"]["heldout_B_vs_A"], res["floor"]["train_vs_A"]
+    lines = ["# Text: character-level WGAN-GP on the fortunes corpus", "",
+             f"Command: `{res['command']}`  ", f"Machine: {res['machine']}; {res['wall_seconds'] / 60:.1f} min wall.",
+             "",
+             f"{res['n']:,} strings of 32 characters per method and seed, {res['steps']} gradient steps for every "
+             f"method, mean ± std over {len(res['seeds'])} seeds of the latents ({res['std']}). "
+             f"JS in bits against {res['n']:,} held-out strings (half A); lower is better.", "",
+             "| method | JS-4 | JS-6 | JS-4 vs base | JS-6 vs base | s / run |", "|---|---|---|---|---|---|"]
+    for name, s in res["methods"].items():
+        d4 = (s["js4_mean"] / base["js4_mean"] - 1) * 100
+        d6 = (s["js6_mean"] / base["js6_mean"] - 1) * 100
+        lines.append(f"| {name} | {fmt(s['js4_mean'], s['js4_std'])} | {fmt(s['js6_mean'], s['js6_std'])} | "
+                     f"{d4:+.1f}% | {d6:+.1f}% | {s['seconds_mean']:.0f} |")
+    lines += [f"| floor: held-out half B vs A | {fl['js4']:.4f} | {fl['js6']:.4f} | | | |",
+              f"| 10,000 train strings vs A | {tr['js4']:.4f} | {tr['js6']:.4f} | | | |", "",
+              "Calls (G, D: the zoo model's generator and critic, its WGAN output used as the logit):", ""]
+    lines += [f"* {k}: `{v}`" for k, v in res["calls"].items()]
+    lines += ["", "## JS by step (mean over seeds; JS-4 / JS-6)", "",
+              "| step | " + " | ".join(k for k in res["methods"] if k != "base") + " |",
+              "|---|" + "---|" * (len(res["methods"]) - 1)]
+    steps = sorted({int(k) for n, s in res["methods"].items() if n != "base" for k in s["by_step"]})
+    for step in steps:
+        cells = []
+        for name, s in res["methods"].items():
+            if name == "base":
+                continue
+            v = s["by_step"].get(str(step))
+            cells.append(f"{v['js4_mean']:.4f} / {v['js6_mean']:.4f}" if v else "")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    lines += ["", "Mean critic output d(G(z)) (the logit the flows climb) by step, averaged over seeds:", "",
+              "| step | " + " | ".join(k for k in res["methods"] if k != "base") + " |",
+              "|---|" + "---|" * (len(res["methods"]) - 1)]
+    for step in steps:
+        cells = [f"{s['logit_mean_by_step'][str(step)]:.3f}" if str(step) in s["logit_mean_by_step"] else ""
+                 for name, s in res["methods"].items() if name != "base"]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    lines += ["", "## Example strings (seed 0; line i of every block comes from the same latent)", ""]
+    for name, ex in res["examples_seed0"].items():
+        lines += [f"**{name}**", "", "```"] + [s for s in ex] + ["```", ""]
+    return "\n".join(lines)
+
+
+def plot(res: dict, path: Path) -> None:
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in zip(axes, ("js4", "js6"), ("JS-4 (bits)", "JS-6 (bits)")):
+        for name, s in res["methods"].items():
+            if name == "base":
+                ax.axhline(s[f"{key}_mean"], color="k", lw=1, label="base")
+                continue
+            steps = sorted(int(k) for k in s["by_step"])
+            mu = np.array([s["by_step"][str(k)][f"{key}_mean"] for k in steps])
+            sd = np.array([s["by_step"][str(k)][f"{key}_std"] for k in steps])
+            ax.plot(steps, mu, marker="o", ms=3, label=name)
+            ax.fill_between(steps, mu - sd, mu + sd, alpha=0.2)
+        ax.set_xlabel("gradient step")
+        ax.set_ylabel(label)
+        ax.set_title(f"floor (held-out half B vs A): {res['floor']['heldout_B_vs_A'][key]:.4f}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)  # the floor is far below these curves: stated in the titles
+    fig.suptitle(f"{res['model']}: {res['n']:,} strings, mean ± std over {len(res['seeds'])} seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
