@@ -47,9 +47,9 @@ from dgflow.models.arch import (DCGANGenerator, MMDFeatureCritic, ResNetGenerato
                                 bits_per_dim, glow, mix_rbf_mmd2)
 from dgflow.training import critic_loss, generator_loss
 
-from benchlib import command_line
+from benchlib import ROOT, command_line
+from benchlib.resume import run_paths
 
-ROOT = Path(__file__).resolve().parents[1]
 BASES = {
     "glow": dict(iters=10000, lr=1e-3, betas=(0.9, 0.999),
                  arch={"levels": 3, "blocks": 4, "hidden": 32}),
@@ -191,12 +191,8 @@ def main(argv=None) -> int:
     name = f"fmnist_{a.base}"
     run = {"base": a.base, "seed": a.seed, "batch": a.batch_size, "lr": cfg["lr"], "betas": list(cfg["betas"]),
            "n_critic": cfg.get("n_critic"), "arch": cfg["arch"]}
-    ckpt_dir = Path(a.ckpt_dir or Path.home() / ".cache" / "dgflow" / "train" / name)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    state_path = ckpt_dir / "last.pt"
-    out = Path(a.out or ROOT / "dgflow" / "weights" / f"{name}.safetensors")
+    state_path, out, log_path = run_paths(name, a.ckpt_dir, a.out, a.log)
     results = Path(a.results or ROOT / "benchmarks" / "results" / f"{name}_train.json")
-    log_path = Path(a.log or ROOT / "benchmarks" / "results" / f"{name}_trainlog.csv")
 
     real = images("train", a.data_dir)
     trainer = Trainer(a.base, cfg, a.seed)

@@ -27,10 +27,9 @@ from pathlib import Path
 import torch
 
 import dgflow.zoo
-from benchlib import RESULTS, ROOT
 from benchlib.bases import gan_model
 from benchlib.images import load_images, resolve
-from benchlib.resume import run_training
+from benchlib.resume import run_paths, run_training
 from dgflow.io import save_modules
 from dgflow.models.arch import DCGANGenerator, SNDCGANDiscriminator, WGANGPCritic
 from dgflow.training import GANConfig
@@ -80,11 +79,7 @@ def main(argv=None) -> int:
     run = {"base": a.base, "dataset": setup["dataset"], "seed": a.seed, "iters": iters, "batch": a.batch_size,
            "generator": setup["generator"], "critic": setup["critic"], "lr": base["lr"],
            "betas": list(base["betas"]), "n_critic": base["n_critic"]}
-    ckpt_dir = Path(a.ckpt_dir or Path.home() / ".cache" / "dgflow" / "train" / name)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    state_path = ckpt_dir / "last.pt"
-    out = Path(a.out or ROOT / "dgflow" / "weights" / f"{name}.safetensors")
-    log_path = Path(a.log or RESULTS / f"{name}_trainlog.csv")
+    state_path, out, log_path = run_paths(name, a.ckpt_dir, a.out, a.log)
 
     dev = torch.device(a.device)
     real = load_images(setup["dataset"], "train", a.data_dir).to(dev)

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
-from benchlib import RESULTS, ROOT
-from benchlib.resume import run_training
+from benchlib.resume import run_paths, run_training
 from dgflow.data.text import FORTUNES_DIR, decode, load_corpus, one_hot
 from dgflow.io import save_modules
 from dgflow.metrics.text import NgramReference
@@ -73,11 +71,7 @@ def main(argv=None) -> int:
            "n_train": len(corpus.train), "seed": a.seed, "iters": a.iters, "batch": a.batch_size,
            "arch": {k: v for k, v in arch.items() if k != "vocab"}, "z_dim": a.z_dim,
            "n_critic": a.n_critic, "lr": a.lr, "betas": [0.5, 0.9], "gp_weight": 10.0}
-    ckpt_dir = Path(a.ckpt_dir or Path.home() / ".cache" / "dgflow" / "train" / NAME)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    state_path = ckpt_dir / "last.pt"
-    out = Path(a.out or ROOT / "dgflow" / "weights" / f"{NAME}.safetensors")
-    log_path = Path(a.log or RESULTS / f"{NAME}_trainlog.csv")
+    state_path, out, log_path = run_paths(NAME, a.ckpt_dir, a.out, a.log)
 
     dev = torch.device(a.device)
     torch.manual_seed(a.seed)

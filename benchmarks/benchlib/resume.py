@@ -17,6 +17,18 @@ import torch
 from dgflow.io import atomic_write
 
 
+def run_paths(name: str, ckpt_dir: str | None, out: str | None, log: str | None) -> tuple[Path, Path, Path]:
+    """(checkpoint file, final weights, loss log) of the training run ``name``: the given paths, else
+    ``~/.cache/dgflow/train/<name>/last.pt``, ``dgflow/weights/<name>.safetensors`` and
+    ``benchmarks/results/<name>_trainlog.csv``. Creates the checkpoint folder."""
+    from benchlib import RESULTS, ROOT
+
+    folder = Path(ckpt_dir or Path.home() / ".cache" / "dgflow" / "train" / name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return (folder / "last.pt", Path(out or ROOT / "dgflow" / "weights" / f"{name}.safetensors"),
+            Path(log or RESULTS / f"{name}_trainlog.csv"))
+
+
 def save_state(path: Path, it: int, g, d, opt_g, opt_d, rng: torch.Generator, run: dict,
                seconds: tuple[float, float]) -> None:
     """Everything needed to resume after generator iteration ``it``, written atomically;

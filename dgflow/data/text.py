@@ -1,4 +1,4 @@
-"""Character-level text corpora cut into fixed-length strings, for the text GAN (DESIGN.md §3, §7).
+"""Character-level text corpora cut into fixed-length strings, for the text GAN (docs/design.md §3.3, §7).
 
     corpus = load_corpus("/usr/share/games/fortunes")     # or a list of files, or Billion Words
     corpus.train, corpus.heldout                           # LongTensors (N, 32) of character indices

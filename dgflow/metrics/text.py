@@ -1,4 +1,4 @@
-"""JS-n: Jensen-Shannon divergence between character n-gram distributions (DESIGN.md §3, §7).
+"""JS-n: Jensen-Shannon divergence between character n-gram distributions (docs/design.md §3.3, §7).
 
 As in the WGAN-GP language benchmark (Gulrajani et al. 2017): count the character n-grams of
 every string (the ``L - n + 1`` windows inside each string; none across strings), normalise the
