@@ -266,7 +266,11 @@ def refine_to_shards(generator: Callable[[torch.Tensor], torch.Tensor],
         start, stop = bounds[c]
         z, rng = chunk_latents(prior, seed, c, stop - start, device)
         with amp:
-            zr, info = refine(generator, critic, z, generator_rng=rng, return_info=True, **kw)
+            # RunInfo only where a stop rule's step is read back: it adds per-step diagnostics to the loop
+            if kw.get("stop") is not None:
+                zr, info = refine(generator, critic, z, generator_rng=rng, return_info=True, **kw)
+            else:
+                zr = refine(generator, critic, z, generator_rng=rng, **kw)
             x = generate(generator, zr, kw.get("batch_size")) if decode else None
         arrays = {"index": np.arange(start, stop, dtype=np.int64), "z": z.cpu().numpy(),
                   "z_refined": zr.cpu().numpy()}

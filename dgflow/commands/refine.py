@@ -302,13 +302,6 @@ def refine_kwargs(args: argparse.Namespace, model_defaults: dict) -> dict:
     return kw
 
 
-def text_vocab(args: argparse.Namespace, info: dict) -> str | None:
-    """--text-vocab, else a zoo text model's vocabulary (decoded strings are written beside the shards)."""
-    if args.text_vocab is not None or args.no_decode:
-        return args.text_vocab
-    return info.get("text_vocab")
-
-
 def main(args: argparse.Namespace) -> int:
     from ..distributed import refine_to_shards
 
@@ -320,9 +313,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         gen, critic, prior, defaults, info = load_models(args, device)
         kw = refine_kwargs(args, defaults)
-        vocab = text_vocab(args, info)
-        if vocab is not None:
-            info["text_vocab"] = vocab  # recorded in run.json: a resume writes the same files
+        if args.text_vocab is not None:  # else a zoo text model's own (load_models), recorded in run.json
+            info["text_vocab"] = args.text_vocab
+        vocab = None if args.no_decode else info.get("text_vocab")
         stop = stop_rule(args, critic, device)
         if stop is not None:
             kw["stop"] = stop
