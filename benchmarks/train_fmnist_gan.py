@@ -1,4 +1,4 @@
-"""Train a Fashion-MNIST GAN base (WGAN-GP or SN-DCGAN) and save it as safetensors.
+"""Train a Fashion-MNIST GAN base (WGAN-GP, SN-DCGAN, or another recipe) and save it as safetensors.
 
     python benchmarks/train_fmnist_gan.py --base wgangp      # -> dgflow/weights/fmnist_wgangp.safetensors
     python benchmarks/train_fmnist_gan.py --base sndcgan     # -> dgflow/weights/fmnist_sndcgan.safetensors
@@ -10,6 +10,13 @@ Both bases share the generator (:class:`~dgflow.models.arch.DCGANGenerator`, 64-
   generator step), Adam 2e-4 (0.5, 0.9), batch 64 (Gulrajani et al. 2017, with a doubled lr).
 * ``sndcgan``: :class:`~dgflow.models.arch.SNDCGANDiscriminator`, non-saturating loss, 1 critic
   step, Adam 2e-4 (0.5, 0.999), batch 64 (Miyato et al. 2018).
+
+Four more recipes give the safe-defaults study other kinds of base (none is tuned; each trains in
+3–8 CPU-minutes): ``hinge`` (the SN discriminator with the hinge loss, 3,000 iterations),
+``dcgan`` (a batch-norm discriminator without spectral norm, non-saturating loss, Adam
+(0.5, 0.999), 3,000 iterations), ``sndcgan-short`` (the SN-DCGAN recipe stopped at 1,000
+iterations) and ``sndcgan-small`` (the SN-DCGAN recipe with a generator of half the width,
+channels 64, 32, 16; 3,000 iterations).
 
 The run is seeded and resumable: every ``--ckpt-every`` generator iterations the models,
 optimisers and random states go to ``<ckpt-dir>/last.pt``; rerunning the same command continues
@@ -31,15 +38,23 @@ from benchlib.bases import gan_model
 from benchlib.images import load_images, resolve
 from benchlib.resume import run_paths, run_training
 from dgflow.io import save_modules
-from dgflow.models.arch import DCGANGenerator, SNDCGANDiscriminator, WGANGPCritic
+from dgflow.models.arch import DCGANDiscriminator, DCGANGenerator, SNDCGANDiscriminator, WGANGPCritic
 from dgflow.training import GANConfig
 
 BASES = {
     "wgangp": dict(critic="WGANGPCritic", loss="wgan-gp", n_critic=5, lr=2e-4, betas=(0.5, 0.9), iters=2400),
     "sndcgan": dict(critic="SNDCGANDiscriminator", loss="ns", n_critic=1, lr=2e-4, betas=(0.5, 0.999),
                     iters=8000),
+    "hinge": dict(critic="SNDCGANDiscriminator", loss="hinge", n_critic=1, lr=2e-4, betas=(0.5, 0.999),
+                  iters=3000),
+    "dcgan": dict(critic="DCGANDiscriminator", loss="ns", n_critic=1, lr=2e-4, betas=(0.5, 0.999), iters=3000),
+    "sndcgan-short": dict(critic="SNDCGANDiscriminator", loss="ns", n_critic=1, lr=2e-4, betas=(0.5, 0.999),
+                          iters=1000),
+    "sndcgan-small": dict(critic="SNDCGANDiscriminator", loss="ns", n_critic=1, lr=2e-4, betas=(0.5, 0.999),
+                          iters=3000, generator={"channels": [64, 32, 16]}),
 }
-CRITICS = {"WGANGPCritic": WGANGPCritic, "SNDCGANDiscriminator": SNDCGANDiscriminator}
+CRITICS = {"WGANGPCritic": WGANGPCritic, "SNDCGANDiscriminator": SNDCGANDiscriminator,
+           "DCGANDiscriminator": DCGANDiscriminator}
 LOG_FIELDS = ("iter", "critic_loss", "generator_loss", "seconds", "cpu_seconds")
 
 
@@ -76,21 +91,22 @@ def main(argv=None) -> int:
     base = dict(BASES[a.base], **setup.get("bases", {}).get(a.base, {}))
     name = f"{setup['dataset']}_{a.base}"
     iters = a.iters or base["iters"]
+    g_kwargs = {**setup["generator"], **base.get("generator", {})}
     run = {"base": a.base, "dataset": setup["dataset"], "seed": a.seed, "iters": iters, "batch": a.batch_size,
-           "generator": setup["generator"], "critic": setup["critic"], "lr": base["lr"],
+           "generator": g_kwargs, "critic": setup["critic"], "lr": base["lr"],
            "betas": list(base["betas"]), "n_critic": base["n_critic"]}
     state_path, out, log_path = run_paths(name, a.ckpt_dir, a.out, a.log)
 
     dev = torch.device(a.device)
     real = load_images(setup["dataset"], "train", a.data_dir).to(dev)
-    g, d = build_models(setup["generator"], base["critic"], setup["critic"], a.seed)
+    g, d = build_models(g_kwargs, base["critic"], setup["critic"], a.seed)
     g, d = g.to(dev), d.to(dev)
     cfg = GANConfig(loss=base["loss"], iters=iters, batch_size=a.batch_size, n_critic=base["n_critic"],
                     lr=base["lr"], betas=tuple(base["betas"]), seed=a.seed)
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(d.parameters(), lr=cfg.lr, betas=cfg.betas)
     rng = torch.Generator(device=dev).manual_seed(a.seed + 1)
-    z_dim = setup["generator"]["z_dim"]
+    z_dim = g_kwargs["z_dim"]
 
     def sample_real(n: int) -> torch.Tensor:
         return real[torch.randint(0, len(real), (n,), generator=rng, device=dev)]
@@ -101,7 +117,7 @@ def main(argv=None) -> int:
     secs, cpu = run_training(name, g, d, (opt_g, opt_d), rng, run, cfg, sample_real, sample_z,
                              state_path=state_path, log_path=log_path, fields=LOG_FIELDS, fresh=a.fresh,
                              ckpt_every=a.ckpt_every, log_every=50)
-    meta = {**run, "logit_convention": "wgan" if base["loss"] == "wgan-gp" else "ns",
+    meta = {**run, "logit_convention": {"wgan-gp": "wgan", "hinge": "hinge"}.get(base["loss"], "ns"),
             "generator_class": "dgflow.models.arch.dcgan:DCGANGenerator",
             "critic_class": f"dgflow.models.arch.dcgan:{base['critic']}",
             "train_seconds": round(secs, 1), "train_cpu_seconds": round(cpu, 1), "threads": a.threads}

@@ -41,5 +41,23 @@ def test_metric_errors():
         m.emd(torch.zeros(3, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
         m.gaussians_report(torch.zeros(3, 3))
-    with pytest.raises(ValueError, match="unknown dataset 'moons'"):
-        toy2d.sample("moons", 3)
+    with pytest.raises(ValueError, match="unknown dataset 'spiral'"):
+        toy2d.sample("spiral", 3)
+    with pytest.raises(ValueError, match="unknown dataset 'spiral'"):
+        m.report("spiral", torch.zeros(3, 2))
+
+
+@pytest.mark.parametrize("dataset, n_modes", [("8gaussians", 8), ("moons", 2)])
+def test_new_toy_datasets_score_their_own_data_as_high_quality(dataset, n_modes):
+    x = toy2d.sample(dataset, 4000, torch.Generator().manual_seed(0))
+    r = m.report(dataset, x)
+    assert r["hq"] > 0.99 and r["modes"] == n_modes and r["modes_1pct"] == n_modes
+    # points pushed 0.5 away (10 sigma) are not high quality; a single mode's samples cover one mode
+    assert m.report(dataset, x + torch.tensor([0.0, 0.5]))["hq"] < 0.5
+    if dataset == "8gaussians":
+        assert torch.allclose(toy2d.ring_means().norm(dim=1), torch.full((8,), 2.0))
+        one = toy2d.ring_means()[3] + 0.01 * torch.randn(100, 2, generator=torch.Generator().manual_seed(1))
+        assert m.report(dataset, one)["modes"] == 1
+    else:
+        upper, lower = toy2d.moons_curves()
+        assert m.report(dataset, upper)["modes"] == 1 and m.report(dataset, lower)["modes"] == 1

@@ -6,6 +6,11 @@
   columns and scaling them by 1/5, so the noise around the curve has standard deviation
   0.25 / 5 = 0.05, the same as the Gaussians. The noiseless curve is
   t -> (t cos t, t sin t) / 5 for t in [1.5 pi, 4.5 pi].
+* ``8gaussians``: an equal mixture of 8 isotropic Gaussians with means on the circle of radius 2
+  (angles k pi / 4) and standard deviation 0.05.
+* ``moons``: two interleaved half circles of radius 1, t -> (cos t, sin t) and
+  (1 - cos t, 0.5 - sin t) for t in [0, pi], centred at the origin and scaled by 2, with isotropic
+  Gaussian noise of standard deviation 0.05 around the curve.
 """
 from __future__ import annotations
 
@@ -18,7 +23,10 @@ GAUSS_STD = 0.05
 SWISSROLL_SCALE = 1.0 / 5.0
 SWISSROLL_NOISE = 0.25  # before scaling; after scaling the std is 0.05
 SWISSROLL_STD = SWISSROLL_NOISE * SWISSROLL_SCALE
-DATASETS = ("25gaussians", "swissroll")
+RING_RADIUS = 2.0
+MOONS_SCALE = 2.0
+MOONS_STD = 0.05
+DATASETS = ("25gaussians", "swissroll", "8gaussians", "moons")
 
 
 def gaussian_means() -> torch.Tensor:
@@ -27,10 +35,46 @@ def gaussian_means() -> torch.Tensor:
     return torch.cartesian_prod(r, r)
 
 
-def sample_25gaussians(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    means = gaussian_means()
+def ring_means() -> torch.Tensor:
+    """The 8 ring means, shape (8, 2), at angles 0, pi/4, ..., 7 pi/4."""
+    a = torch.arange(8, dtype=torch.float64) * math.pi / 4
+    return (RING_RADIUS * torch.stack([torch.cos(a), torch.sin(a)], 1)).float()
+
+
+def mixture_means(name: str) -> torch.Tensor:
+    """The component means of the mixture dataset ``name`` (``25gaussians`` or ``8gaussians``)."""
+    if name == "25gaussians":
+        return gaussian_means()
+    if name == "8gaussians":
+        return ring_means()
+    raise ValueError(f"{name!r} is not a mixture dataset; choose 25gaussians or 8gaussians")
+
+
+def _sample_mixture(means: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
     idx = torch.randint(0, len(means), (n,), generator=generator)
     return means[idx] + GAUSS_STD * torch.randn(n, 2, generator=generator)
+
+
+def sample_25gaussians(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    return _sample_mixture(gaussian_means(), n, generator)
+
+
+def moons_curves(num: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense points on the two noiseless, centred and scaled moons, each of shape (num, 2)."""
+    t = torch.linspace(0, math.pi, num, dtype=torch.float64)
+    upper = torch.stack([torch.cos(t), torch.sin(t)], 1)
+    lower = torch.stack([1 - torch.cos(t), 0.5 - torch.sin(t)], 1)
+    centre = torch.tensor([0.5, 0.25], dtype=torch.float64)
+    return tuple(((c - centre) * MOONS_SCALE).float() for c in (upper, lower))
+
+
+def sample_moons(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    which = torch.randint(0, 2, (n,), generator=generator)
+    t = torch.rand(n, generator=generator, dtype=torch.float64) * math.pi
+    upper = torch.stack([torch.cos(t), torch.sin(t)], 1)
+    lower = torch.stack([1 - torch.cos(t), 0.5 - torch.sin(t)], 1)
+    x = torch.where(which[:, None].bool(), lower, upper) - torch.tensor([0.5, 0.25], dtype=torch.float64)
+    return (x * MOONS_SCALE).float() + MOONS_STD * torch.randn(n, 2, generator=generator)
 
 
 def sample_swissroll(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -50,11 +94,13 @@ def swissroll_curve(num: int = 20000) -> torch.Tensor:
 
 
 def sample(name: str, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw ``n`` points of the named toy dataset (``"25gaussians"`` or ``"swissroll"``)."""
-    if name == "25gaussians":
-        return sample_25gaussians(n, generator)
+    """Draw ``n`` points of the named toy dataset (one of :data:`DATASETS`)."""
+    if name in ("25gaussians", "8gaussians"):
+        return _sample_mixture(mixture_means(name), n, generator)
     if name == "swissroll":
         return sample_swissroll(n, generator)
+    if name == "moons":
+        return sample_moons(n, generator)
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
 
 

@@ -57,13 +57,14 @@ class DCGANGenerator(nn.Module):
 
 
 class _ConvCritic(nn.Module):
-    """Stride-2 4x4 convolutions then a linear layer; optional spectral norm on every layer.
+    """Stride-2 4x4 convolutions then a linear layer; optional spectral norm on every layer, optional
+    batch norm after every convolution but the first (DCGAN's discriminator).
 
     With ``out_features=1`` (critics) the output is a logit of shape (N,), else (N, out_features).
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int], img_size: int, slope: float, sn: bool,
-                 out_features: int = 1):
+                 out_features: int = 1, batch_norm: bool = False):
         super().__init__()
         ch = _check_channels(channels)
         final = int(img_size) // 2 ** len(ch)
@@ -72,8 +73,9 @@ class _ConvCritic(nn.Module):
         wrap = spectral_norm if sn else (lambda m: m)
         layers: list[nn.Module] = []
         c_in = int(in_channels)
-        for c in ch:
-            layers += [wrap(nn.Conv2d(c_in, c, 4, 2, 1)), nn.LeakyReLU(slope, True)]
+        for i, c in enumerate(ch):
+            norm = [nn.BatchNorm2d(c)] if batch_norm and i > 0 else []
+            layers += [wrap(nn.Conv2d(c_in, c, 4, 2, 1)), *norm, nn.LeakyReLU(slope, True)]
             c_in = c
         self.features = nn.Sequential(*layers)
         self.head = wrap(nn.Linear(c_in * final * final, int(out_features)))
@@ -89,6 +91,14 @@ class WGANGPCritic(_ConvCritic):
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128), img_size: int = 32):
         super().__init__(in_channels, channels, img_size, slope=0.2, sn=False)
+
+
+class DCGANDiscriminator(_ConvCritic):
+    """DCGAN discriminator x (N, C, S, S) -> pre-sigmoid logit (N,): convs ``channels`` (stride 2),
+    batch norm after all but the first, LeakyReLU 0.2, linear; no spectral norm (Radford et al. 2016)."""
+
+    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (32, 64, 128), img_size: int = 32):
+        super().__init__(in_channels, channels, img_size, slope=0.2, sn=False, batch_norm=True)
 
 
 class SNDCGANDiscriminator(_ConvCritic):
