@@ -1,13 +1,15 @@
-"""FID table of DGflow, DDLS and DOT on the Fashion-MNIST GAN bases (WGAN-GP, SN-DCGAN).
+"""FID table of DGflow, DDLS and DOT on the Fashion-MNIST image bases.
 
-    python benchmarks/fid_table.py                       # N = 10,000, FMNIST-CNN features
+    python benchmarks/fid_table.py                       # WGAN-GP, SN-DCGAN; N = 10,000, FMNIST-CNN features
+    python benchmarks/fid_table.py --bases snresnet mmdgan vae glow    # the paper's other bases (kept beside)
     python benchmarks/fid_table.py --eta 0.03 --tag eta003 --refine-opt solver=euler
     python benchmarks/fid_table.py --config benchmarks/configs/cifar10.yaml --device cuda \
         --zoo benchmarks/results/bases/cifar10_zoo.yaml    # bases registered by train_fmnist_gan.py --zoo
 
 Each base is the zoo model ``<dataset>-<base>`` (``dgflow.zoo.load``: the packaged Fashion-MNIST
 bases, or entries of ``--zoo`` files). For each base, ``--n`` prior latents (seeded) are refined
-for ``--steps`` gradient steps by DGflow (KL for WGAN-GP; logD and KL for SN-DCGAN, or ``--divergence``), DDLS (eps
+for ``--steps`` gradient steps by DGflow with the paper's scheme (``dgflow.PAPER``: eta 0.1, 0.05 for
+Glow, no drift cap, no stop rule; KL, and logD too for SN-DCGAN, or ``--divergence``), DDLS (eps
 ``--ddls-eps``) and DOT (Adam lr ``--dot-lr``, K_eff from 500 latent pairs), all with the same
 number of critic-gradient steps and the same starting latents. FID against the test split's
 cached statistics is taken every ``--every`` steps, and so is the validation FID against 10,000
@@ -77,7 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML setup (benchmarks/configs/*.yaml); default Fashion-MNIST")
     p.add_argument("--bases", nargs="+", default=["wgangp", "sndcgan"],
-                   help="GAN bases, loaded as zoo models <dataset>-<base> (e.g. fmnist-wgangp)")
+                   help="bases, loaded as zoo models <dataset>-<base> (e.g. fmnist-wgangp; also snresnet, mmdgan, "
+                        "vae, glow: their zoo entries' critics)")
     p.add_argument("--zoo", action="append", help="zoo yaml with the bases' entries where they are not "
                    "packaged (e.g. written by train_fmnist_gan.py --zoo); repeatable")
     add_arguments(p)

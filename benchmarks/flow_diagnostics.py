@@ -28,8 +28,9 @@ from dgflow.data import toy2d
 from dgflow.flow import refine_defaults
 from dgflow.metrics.toy2d import report
 
-RULES = {"fixed η=0.1": {"eta": 0.1, "clip": None}, "fixed η=0.01": {"eta": 0.01, "clip": None},
-         "auto": {"eta": "auto", "clip": None}, "defaults (auto, clip 1)": {}}
+RULES = {"fixed η=0.1": {"eta": 0.1, "clip": None, "stop": None},
+         "fixed η=0.01": {"eta": 0.01, "clip": None, "stop": None},
+         "auto": {"eta": "auto", "clip": None, "stop": None}, "defaults (auto, clip 1)": {"stop": None}}
 
 
 class Diagnostics:

@@ -108,12 +108,12 @@ def floor(g, d, z: torch.Tensor, steps: int, batch_size: int) -> None:
 def ours(g, d, z, steps, eta, gamma, batch_size, seed) -> torch.Tensor:
     """refine with the reference's scheme (fixed eta, no drift cap), so the outputs can be compared."""
     return dgflow.refine(g, d, z, steps=steps, eta=eta, gamma=gamma, batch_size=batch_size,
-                         generator_rng=seed, clip=None)
+                         generator_rng=seed, clip=None, stop=None)
 
 
 def ours_defaults(g, d, z, steps, eta, gamma, batch_size, seed) -> torch.Tensor:
     """refine with its default step rule (eta="auto", clip=1): the cost of the defaults."""
-    return dgflow.refine(g, d, z, steps=steps, gamma=gamma, batch_size=batch_size, generator_rng=seed)
+    return dgflow.refine(g, d, z, steps=steps, gamma=gamma, batch_size=batch_size, generator_rng=seed, stop=None)
 
 
 def reference(g, d, z, steps, eta, gamma, batch_size, seed) -> torch.Tensor:

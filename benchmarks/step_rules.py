@@ -65,7 +65,7 @@ GAMMA = 0.01
 def trajectory(g, d, z, rule: dict, max_steps: int, seed: int, batch_size=None):
     """States 0..max_steps and mean logits 0..max_steps of one refinement (DGflow KL, gamma GAMMA
     unless the rule sets its own)."""
-    states, d_mean, _ = run_method(dgflow.refine, {"gamma": GAMMA, "divergence": "kl", **rule}, g, d, z,
+    states, d_mean, _ = run_method(dgflow.refine, {"gamma": GAMMA, "divergence": "kl", "stop": None, **rule}, g, d, z,
                                    max_steps, batch_size, seed, progress=False)
     steps = range(max_steps + 1)
     return [states[k] for k in steps], [d_mean[k] for k in steps]

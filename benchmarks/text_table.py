@@ -105,7 +105,7 @@ def run_method(name: str, g, d, z: torch.Tensor, steps: int, every: int, seed: i
     if name == "base":
         out = z.clone()
     elif name == "DGflow (paper)":
-        out = dgflow.refine(g, d, z, steps=steps, eta=0.1, gamma=0.01, divergence="kl", clip=None,
+        out = dgflow.refine(g, d, z, steps=steps, eta=0.1, gamma=0.01, divergence="kl", clip=None, stop=None,
                             generator_rng=rng, callback=cb, batch_size=batch_size)
     elif name == "DGflow (defaults)":
         out = dgflow.refine(g, d, z, steps=steps, generator_rng=rng, callback=cb, batch_size=batch_size)

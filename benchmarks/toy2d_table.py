@@ -59,7 +59,7 @@ def parse_refine(spec: str) -> dict:
     if len(parts) < 3:
         raise argparse.ArgumentTypeError(f"--refine {spec!r}: expected divergence:eta:gamma[:key=value...]")
     # the paper's scheme unless a key says otherwise: no drift cap (refine's default is clip=1)
-    kw = {"divergence": parts[0], "eta": yaml.safe_load(parts[1]), "gamma": float(parts[2]), "clip": None}
+    kw = {"divergence": parts[0], "eta": yaml.safe_load(parts[1]), "gamma": float(parts[2]), "clip": None, "stop": None}
     for extra in parts[3:]:
         key, _, value = extra.partition("=")
         kw[key] = yaml.safe_load(value)

@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
-import dgflow.zoo
-from benchlib.bases import gan_model
+from benchlib.bases import gan_model, register_gan_base
 from benchlib.images import load_images, resolve
 from benchlib.resume import run_paths, run_training
 from dgflow.io import save_modules
@@ -124,20 +122,8 @@ def main(argv=None) -> int:
     sha = save_modules(out, {"generator": g.cpu(), "critic": d.cpu()}, meta)
     print(json.dumps({**meta, "path": str(out), "sha256": sha}), flush=True)
     if a.zoo:
-        register(a.zoo, gan_model(setup["dataset"], a.base), out, meta)
+        register_gan_base(a.zoo, gan_model(setup["dataset"], a.base), out, meta)
     return 0
-
-
-def register(zoo: str, name: str, weights: Path, meta: dict) -> None:
-    """Add the trained base to the zoo yaml ``zoo`` (refine's defaults as its settings)."""
-    dgflow.zoo.register(name, weights, zoo=zoo, generator=meta["generator_class"],
-                        generator_kwargs=meta["generator"], critic=meta["critic_class"],
-                        critic_kwargs=meta["critic"], z_dim=meta["generator"]["z_dim"],
-                        dataset=meta["dataset"], convention=meta["logit_convention"],
-                        description=f"{meta['base']} base trained by benchmarks/train_fmnist_gan.py "
-                                    f"({meta['iters']} generator iterations, seed {meta['seed']})",
-                        overwrite=True)
-    print(f"registered {name} in {zoo}", flush=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ class DemoResult:
     x_after: torch.Tensor
     seconds: float
     settings: dict
+    stop_reason: str = ""
 
 
 def load_demo_model() -> zoo.ZooModel:
@@ -47,17 +48,18 @@ def run(n: int = 5000, steps: int = 25, seed: int = 0, emd: bool = True, progres
     z = g.sample_prior(n, generator=rng)
     reference = toy2d.sample("25gaussians", n, rng) if emd else None
     t0 = time.perf_counter()
-    z_ref = refine(g, d, z, steps=steps, generator_rng=rng, progress=progress, **refine_kwargs)
+    z_ref, info = refine(g, d, z, steps=steps, generator_rng=rng, progress=progress, return_info=True,
+                         **refine_kwargs)
     seconds = time.perf_counter() - t0
     x0, x1 = generate(g, z), generate(g, z_ref)
     settings = {**refine_settings(refine_kwargs), "n": n, "steps": steps, "seed": seed}
     return DemoResult(report("25gaussians", x0, reference), report("25gaussians", x1, reference),
-                      x0, x1, seconds, settings)
+                      x0, x1, seconds, settings, info.stop_reason)
 
 
 def refine_settings(overrides: dict) -> dict:
-    """refine()'s defaults of eta, gamma, divergence and clip, updated with ``overrides``."""
-    return {**refine_defaults("eta", "gamma", "divergence", "clip"), **overrides}
+    """refine()'s defaults of eta, gamma, divergence, clip and stop, updated with ``overrides``."""
+    return {**refine_defaults("eta", "gamma", "divergence", "clip", "stop"), **overrides}
 
 
 def table(res: DemoResult) -> str:

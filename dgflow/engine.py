@@ -50,8 +50,11 @@ class RunInfo:
         method: the update's name (``"euler"``, ``"dopri5"``, ``"ddls"``, ``"dot"``).
         steps: the step budget asked for.
         steps_run: updates applied (``steps`` unless a stop rule fired earlier).
-        stop_step: the step at which ``stop`` returned True (the state returned is the one
-            before that step's update), ``None`` if it never did.
+        stop_step: the step whose state is returned when a stop rule ended the flow early: the
+            step at which ``stop`` returned True (the state before that step's update), or the
+            step a rule with a ``finish`` method chose (:class:`dgflow.stopping.DataMatch`: its
+            best check); ``None`` if the budget ended the flow at its last state.
+        stop_reason: why the flow ended where it did, in words.
         params: what the method resolved at the first step, e.g. ``eta`` and the drift cap
             ``cap`` of refine, ``k_eff`` of DOT.
         history: per-step diagnostics (:func:`step_stats` and ``step``), one dict per update.
@@ -61,6 +64,7 @@ class RunInfo:
     steps: int
     steps_run: int = 0
     stop_step: Optional[int] = None
+    stop_reason: str = ""
     params: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
 
@@ -74,7 +78,7 @@ class RunInfo:
 
     def as_dict(self) -> dict:
         return {"method": self.method, "steps": self.steps, "steps_run": self.steps_run,
-                "stop_step": self.stop_step, "params": dict(self.params), "history": list(self.history)}
+                "stop_step": self.stop_step, "stop_reason": self.stop_reason, "params": dict(self.params), "history": list(self.history)}
 
 
 def step_stats(z: torch.Tensor, logits: torch.Tensor, grad: torch.Tensor,
@@ -168,4 +172,24 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
             if step + 1 in record:
                 traj.append(state.clone())
         bar.close()
+        state = finish_stop(stop, state, info)
     return state, traj, info
+
+
+def finish_stop(stop: Stop | None, state: torch.Tensor, info: RunInfo) -> torch.Tensor:
+    """The state to return once the loop has ended, and ``info``'s stop fields: a rule with a
+    ``finish(step, state) -> (step, state)`` method chooses (e.g. its best check), else the last state."""
+    end = info.steps_run if info.stop_step is None else info.stop_step
+    finish = getattr(stop, "finish", None)
+    if callable(finish):
+        chosen, state = finish(end, state)
+        info.stop_step = None if chosen == info.steps else chosen
+        end = chosen
+    reason = getattr(stop, "reason", None)
+    if isinstance(reason, str):
+        info.stop_reason = reason
+    elif info.stop_step is not None:
+        info.stop_reason = f"the stop rule ended the flow at step {end}"
+    else:
+        info.stop_reason = f"ran the budget of {info.steps} steps"
+    return state

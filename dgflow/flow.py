@@ -22,10 +22,16 @@ import torch
 from ._checks import check_batch_size, check_latents, check_models, make_rng
 from .divergences import DivergenceLike
 from .engine import Callback, Model, Stop, check_stop, make_callback, run, trajectory_every
-from .models.modules import frozen
-from .passes import chunk_slices, decode
+from .passes import generate
 from .solvers import SOLVERS, Problem, make_settings
 from .steps import AUTO_STEP
+from .stopping import AtChance, DataMatch
+
+__all__ = ["refine", "generate", "check_refine_kwargs", "refine_defaults", "resolve_stop", "PAPER"]
+
+# The DGflow authors' scheme (docs/design.md §1, §7): ``refine(G, D, z, **dgflow.PAPER)`` is their
+# update exactly, a fixed step, no drift cap and no stop rule (Glow: ``{**dgflow.PAPER, "eta": 0.05}``).
+PAPER = {"steps": 25, "eta": 0.1, "gamma": 0.01, "divergence": "kl", "clip": None, "stop": None}
 
 
 def refine(
@@ -48,7 +54,8 @@ def refine(
     progress: bool = False,
     eval_mode: bool = True,
     clip: float | None = 1.0,
-    stop: Stop | None = None,
+    stop: Stop | str | None = "auto",
+    real: torch.Tensor | None = None,
     return_info: bool = False,
 ):
     """Refine latents ``z`` by Discriminator Gradient Flow; returns the refined latents.
@@ -67,7 +74,8 @@ def refine(
             ``auto_step`` (see :func:`dgflow.steps.auto_eta`). This makes the step invariant to the
             critic's scale. The default: it beat fixed steps on all 14 bases of
             ``benchmarks/step_rules.py``. A number is the step size itself; the drift cap ``clip``
-            still applies to it, so the paper's exact update is ``eta=0.1, clip=None``
+            still applies to it, so the paper's exact update is ``eta=0.1, clip=None, stop=None``
+            (:data:`dgflow.PAPER`).
             (the cap improved fixed eta 0.1 and 0.01 under every stopping rule measured:
             ``benchmarks/results/fixed_eta_cap.md``).
         gamma: entropy weight; the diffusion adds sqrt(2 gamma eta) N(0, I) each step.
@@ -95,12 +103,18 @@ def refine(
             default 1 (with ``eta="auto"``: no sample's drift exceeds ``auto_step``) was the best
             cap measured (``benchmarks/step_rules.py``). It applies to a numeric ``eta`` too
             (no sample's drift then exceeds eta times the first step's median drift).
-        stop: optional predicate ``stop(step, z_step, logits) -> bool`` checked before each
-            update; when it returns True the flow ends there and ``z_step`` is returned (so
-            ``steps`` becomes a maximum). :class:`dgflow.stopping.LogitMatch` stops once the
-            critic scores the batch like held-out real data.
+        stop: when to end the flow before ``steps`` (which is then a budget). ``"auto"`` (the
+            default): with ``real`` data :class:`dgflow.stopping.DataMatch` (the kernel MMD of the
+            decoded samples to ``real``, every 5 steps; the best state is returned), without
+            :class:`dgflow.stopping.AtChance` (a critic at chance on the batch, estimated gain below
+            0.02 nats, leaves it unchanged; otherwise all ``steps`` run). ``None``: exactly
+            ``steps`` steps, the paper's scheme. Or a predicate ``stop(step, z_step, logits) ->
+            bool`` checked before each update; when it returns True the flow ends there and
+            ``z_step`` is returned (e.g. :class:`dgflow.stopping.LogitMatch`). The choice of rule
+            is measured in ``benchmarks/safe_defaults.py`` (docs/design.md §8.3).
+        real: held-out real samples (M, ...) in the generator's output space, for ``stop="auto"``.
         return_info: also return a :class:`dgflow.engine.RunInfo`: the eta and drift cap chosen,
-            the step a ``stop`` rule fired at, the updates run and per-step diagnostics.
+            the step a ``stop`` rule fired at and why, the updates run and per-step diagnostics.
 
     Returns:
         The refined latents; with ``return_trajectory`` ``(z, trajectory)``, with ``return_info``
@@ -119,9 +133,9 @@ def refine(
     z = check_latents(z)
     settings = make_settings(steps, eta, gamma, divergence, auto_step=auto_step, clip=clip, solver=solver,
                              rtol=rtol, atol=atol)
-    stop = check_stop(stop)
     batch_size = check_batch_size(batch_size)
     check_models(generator, critic)
+    stop = resolve_stop(stop, real, generator, batch_size)
     every = trajectory_every(return_trajectory)
     problem = Problem(generator, critic, batch_size, make_rng(generator_rng, z.device))
     update = SOLVERS[settings.solver](settings, problem)
@@ -132,6 +146,18 @@ def refine(
     return result[0] if len(result) == 1 else result
 
 
+def resolve_stop(stop: Stop | str | None, real: torch.Tensor | None, generator: Optional[Model],
+                 batch_size: int | None) -> Stop | None:
+    """The stop rule of :func:`refine`'s ``stop`` and ``real`` arguments (a fresh one per run)."""
+    if isinstance(stop, str):
+        if stop != "auto":
+            raise ValueError(f"stop must be 'auto', None or a callable (step, z, logits) -> bool, got {stop!r}")
+        return DataMatch(real, generator, batch_size=batch_size) if real is not None else AtChance()
+    if real is not None:
+        raise ValueError("real is read by stop='auto' only; with another stop rule give the real data to that rule")
+    return check_stop(stop)
+
+
 def check_refine_kwargs(kwargs: Mapping[str, object]) -> None:
     """Check keyword arguments of :func:`refine` without running it, with refine's own checks and
     messages (e.g. before a long sharded run writes anything)."""
@@ -140,7 +166,11 @@ def check_refine_kwargs(kwargs: Mapping[str, object]) -> None:
     if unknown:
         raise TypeError(f"refine() got unknown keyword arguments {unknown}")
     make_settings(**{k: kwargs[k] for k in inspect.signature(make_settings).parameters if k in kwargs})
-    check_stop(kwargs.get("stop"))
+    stop = kwargs.get("stop", "auto")
+    if isinstance(stop, str) or kwargs.get("real") is not None:
+        resolve_stop(stop, kwargs.get("real"), None, None)
+    else:
+        check_stop(stop)
     check_batch_size(kwargs.get("batch_size"))
     make_callback(kwargs.get("callback"))
     trajectory_every(kwargs.get("return_trajectory", False))
@@ -151,13 +181,3 @@ def refine_defaults(*names: str) -> dict:
     benchmarks)."""
     params = inspect.signature(refine).parameters
     return {k: params[k].default for k in names}
-
-
-def generate(generator: Model, z: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Decode latents under ``no_grad`` in chunks, models in eval mode (restored afterwards)."""
-    z = check_latents(z)
-    batch_size = check_batch_size(batch_size)
-    with frozen(generator), torch.no_grad():
-        if not len(z):
-            return decode(generator, z)
-        return torch.cat([decode(generator, z[s]) for s in chunk_slices(len(z), batch_size)])

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import torch
 
-from ._checks import as_logits
+from ._checks import as_logits, check_batch_size, check_latents
 from .models.modules import frozen
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -122,3 +122,13 @@ def check_state(step: int, state: torch.Tensor, hint: str = "") -> None:
     if bool(bad.any()):
         raise FloatingPointError(f"the update of step {step} made the latents non-finite for {int(bad.sum())} "
                                  f"of {len(state)} samples (first: index {int(bad.nonzero()[0])}){hint}")
+
+
+def generate(generator: Optional[Model], z: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """Decode latents under ``no_grad`` in chunks, models in eval mode (restored afterwards)."""
+    z = check_latents(z)
+    batch_size = check_batch_size(batch_size)
+    with frozen(generator), torch.no_grad():
+        if not len(z):
+            return decode(generator, z)
+        return torch.cat([decode(generator, z[s]) for s in chunk_slices(len(z), batch_size)])

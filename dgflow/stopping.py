@@ -1,6 +1,17 @@
 """When to stop refining, without looking at test metrics.
 
-Two rules, both measured in ``benchmarks/step_rules.py``:
+:func:`dgflow.refine` stops by itself (``stop="auto"``, its default) with one of two rules,
+chosen on the development half of the bases of ``benchmarks/safe_defaults.py``:
+
+* :class:`AtChance` (no real data): before the first update, estimate from the batch's own logits
+  how much the critic says there is to gain (:func:`estimated_gain`); below
+  :data:`AT_CHANCE_GAIN` nats the critic cannot tell the samples from data, and the batch is
+  returned unchanged. Otherwise the flow runs its ``steps``.
+* :class:`DataMatch` (``refine(..., real=x_real)``): every few steps, the kernel MMD between the
+  decoded samples and held-out real samples; the flow ends once it has stopped falling and the
+  best state seen is returned.
+
+Two more, measured in ``benchmarks/step_rules.py``:
 
 * :class:`LogitMatch`, a ``stop=`` predicate for :func:`dgflow.refine`: stop once the critic
   scores the refined batch like held-out real data (by default: once half of the gap between the
@@ -21,8 +32,7 @@ import torch
 
 from ._checks import check_batch_size, check_float, check_int
 from .engine import record_steps
-from .flow import generate
-from .passes import logits
+from .passes import generate, logits
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -137,3 +147,176 @@ def best_step(generator: Optional[Model], trajectory: torch.Tensor, score: Calla
         scores[k] = value
     best = min(scores, key=lambda k: (scores[k], k))
     return best, scores
+
+
+# ----------------------------------------------------------------------------- the default rules
+AT_CHANCE_GAIN = 0.02  # nats; docs/design.md §8.3 (chosen on the development bases only)
+
+
+def estimated_gain(logits: torch.Tensor) -> float:
+    """How much mean logit the critic says the batch has to gain, from the batch's logits alone.
+
+    With d = log mu/rho (a calibrated critic), real data's mean logit E_mu[d] is the mean of d
+    under the weights e^d / sum e^d (self-normalised importance sampling of mu by rho's samples),
+    so the estimate is ``sum_i w_i d_i - mean_i d_i`` >= 0: the Jeffreys divergence
+    KL(mu||rho) + KL(rho||mu) when d is exact, about Var(d) for Gaussian logits, 0 when the critic
+    scores every sample alike. Needs no real data; a WGAN critic's logits are not in nats, so there
+    it is a scale, not a divergence.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.numel() == 0:
+        raise ValueError("logits must be a non-empty tensor of the batch's critic logits")
+    d = logits.detach().double().flatten()
+    if not bool(torch.isfinite(d).all()):
+        raise FloatingPointError("logits contain non-finite values")
+    return float((torch.softmax(d, 0) * d).sum() - d.mean())
+
+
+class AtChance:
+    """Stop predicate: leave the batch as it is when the critic is at chance on it.
+
+    At step 0 the rule computes :func:`estimated_gain` of the batch's logits (kept in
+    :attr:`gain`); if it is below ``min_gain`` the flow stops there (:attr:`step` = 0) and the
+    latents come back unchanged, since what such a critic's gradient points at is its own noise.
+    Otherwise it never fires. :func:`dgflow.refine` uses it by default when no ``real`` data is given.
+    """
+
+    def __init__(self, min_gain: float = AT_CHANCE_GAIN):
+        self.min_gain = check_float(min_gain, "min_gain")
+        if self.min_gain < 0:
+            raise ValueError(f"min_gain must be >= 0, got {min_gain}")
+        self.gain: Optional[float] = None
+        self.step: Optional[int] = None
+
+    def as_dict(self) -> dict:
+        return {"rule": "AtChance", "min_gain": self.min_gain, "gain": self.gain}
+
+    @property
+    def reason(self) -> str:
+        if self.gain is None:
+            return "not run"
+        if self.step == 0:
+            return (f"critic at chance: estimated gain {self.gain:.3g} < {self.min_gain:g} nats, "
+                    "latents returned unchanged")
+        return f"estimated gain {self.gain:.3g} nats >= {self.min_gain:g}: ran the step budget"
+
+    def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor) -> bool:
+        if step == 0:
+            self.gain = estimated_gain(logits)
+            self.step = 0 if self.gain < self.min_gain else None
+            return self.step == 0
+        return False
+
+
+def median_bandwidth(x: torch.Tensor, max_points: int = 1000) -> float:
+    """The median squared distance between points of ``x`` (N, ...) (the first ``max_points``)."""
+    x = x[:max_points].flatten(1).double()
+    d2 = torch.cdist(x, x).pow(2)
+    off = d2[~torch.eye(len(x), dtype=torch.bool)]
+    h = float(off.median()) if off.numel() else 0.0
+    if not h > 0:
+        raise ValueError("real samples are all identical: no kernel bandwidth can be set from them")
+    return h
+
+
+MMD_SCALES = (0.25, 1.0, 4.0)  # kernel bandwidths, multiples of the median squared distance
+
+
+def _kernel_mean(d2: torch.Tensor, bandwidth: float, scales: Sequence[float], unbiased: bool) -> float:
+    """Mean of the summed Gaussian kernels over a matrix of squared distances (diagonal left out
+    when ``unbiased``: a set against itself)."""
+    n = len(d2)
+    total = sum(float(torch.exp(-d2 / (s * bandwidth)).sum()) for s in scales)
+    if unbiased:
+        return (total - len(scales) * n) / (n * (n - 1))
+    return total / d2.numel()
+
+
+def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float, scales: Sequence[float] = MMD_SCALES,
+         yy: Optional[float] = None) -> float:
+    """Unbiased squared MMD between samples ``x`` (N, ...) and ``y`` (M, ...), N, M >= 2, with the sum
+    of Gaussian kernels exp(-||a - b||^2 / (s * bandwidth)) over ``scales`` s. ``yy``: the y-y term
+    if already known (it depends on ``y`` only)."""
+    x, y = x.flatten(1).double(), y.flatten(1).double()
+    if len(x) < 2 or len(y) < 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"mmd2 needs two sets of >= 2 samples of the same size, got {tuple(x.shape)}, {tuple(y.shape)}")
+    if yy is None:
+        yy = _kernel_mean(torch.cdist(y, y).pow(2), bandwidth, scales, True)
+    return (_kernel_mean(torch.cdist(x, x).pow(2), bandwidth, scales, True) + yy
+            - 2 * _kernel_mean(torch.cdist(x, y).pow(2), bandwidth, scales, False))
+
+
+class DataMatch:
+    """Stop rule with held-out real data: end the flow once the samples stop getting closer to it.
+
+    Every ``every`` steps (and at the last), the first ``max_points`` latents of the batch are
+    decoded and their kernel MMD to ``real`` is taken (:func:`mmd2`, Gaussian kernels at
+    :data:`MMD_SCALES` times the median squared distance between real points). The flow ends once
+    ``patience`` checks in a row have not improved on the best, and :func:`dgflow.refine` returns
+    the state of the best check (:meth:`finish`; its step is :attr:`step`, every check's value
+    :attr:`history`). The distance is taken on whatever the generator outputs (pixels for images):
+    it ranks states of one run, it is no quality metric.
+
+    Args:
+        real: held-out real samples (M, ...), M >= 2, in the generator's output space.
+        generator: the generator of the run (``None``: data-space refinement).
+        every: check spacing in steps (decoding costs one forward pass of ``max_points`` samples).
+        patience: checks without improvement before the flow ends.
+        max_points: samples of the batch and of ``real`` compared (the first ones).
+        batch_size: decode in chunks of this size.
+    """
+
+    def __init__(self, real: torch.Tensor, generator: Optional[Model] = None, every: int = 5, patience: int = 2,
+                 max_points: int = 1000, batch_size: Optional[int] = None):
+        if not isinstance(real, torch.Tensor) or real.dim() < 1 or len(real) < 2:
+            raise ValueError("real must be a tensor of at least 2 held-out real samples (M, ...)")
+        if not bool(torch.isfinite(real).all()):
+            raise ValueError("real contains non-finite values (NaN or inf)")
+        self.every = check_int(every, "every", 1)
+        self.patience = check_int(patience, "patience", 1)
+        self.max_points = check_int(max_points, "max_points", 2)
+        self.batch_size = check_batch_size(batch_size)
+        self.generator = generator
+        self.real = real.detach()[: self.max_points]
+        self.bandwidth = median_bandwidth(self.real)
+        y = self.real.flatten(1).double()  # the real-real kernel term, computed once
+        self._yy = _kernel_mean(torch.cdist(y, y).pow(2), self.bandwidth, MMD_SCALES, True)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.history: dict[int, float] = {}
+        self.step: Optional[int] = None
+        self._best: Optional[torch.Tensor] = None
+        self._since_best = 0
+
+    def as_dict(self) -> dict:
+        return {"rule": "DataMatch", "every": self.every, "patience": self.patience, "max_points": self.max_points,
+                "n_real": len(self.real), "bandwidth": self.bandwidth}
+
+    def score(self, z: torch.Tensor) -> float:
+        """The MMD of the decoded first ``max_points`` latents of ``z`` to the real samples."""
+        x = generate(self.generator, z[: self.max_points], self.batch_size)
+        return mmd2(x.to(self.real.device, self.real.dtype), self.real, self.bandwidth, yy=self._yy)
+
+    def _check(self, step: int, z: torch.Tensor) -> None:
+        value = self.score(z)
+        self.history[step] = value
+        if self.step is None or value < self.history[self.step]:
+            self.step, self._best, self._since_best = step, z.detach().clone(), 0
+        else:
+            self._since_best += 1
+
+    def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor) -> bool:
+        if step == 0:
+            self._reset()
+        if step % self.every:
+            return False
+        self._check(step, z)
+        return self._since_best >= self.patience
+
+    def finish(self, step: int, z: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """The (step, state) to return when the flow has ended at ``step`` with state ``z``: the
+        best checked one (``z`` itself is checked first if the budget ended the flow)."""
+        if step not in self.history:
+            self._check(step, z)
+        return self.step, self._best
+

@@ -19,8 +19,8 @@ def test_scaling_the_critic_does_not_change_the_deterministic_kl_flow(solver):
     z = torch.randn(50, 3, dtype=torch.float64)
     g, d = g.double(), d.double()
     tol = dict(rtol=1e-10, atol=1e-12)
-    a = dgflow.refine(g, d, z, steps=5, eta="auto", gamma=0.0, solver=solver, **tol)
-    b = dgflow.refine(g, lambda x: 37.0 * d(x), z, steps=5, eta="auto", gamma=0.0, solver=solver, **tol)
+    a = dgflow.refine(g, d, z, stop=None, steps=5, eta="auto", gamma=0.0, solver=solver, **tol)
+    b = dgflow.refine(g, lambda x: 37.0 * d(x), z, stop=None, steps=5, eta="auto", gamma=0.0, solver=solver, **tol)
     assert (a - z).abs().max() > 1e-3
     assert torch.allclose(a, b, atol=1e-7)
 
@@ -28,7 +28,7 @@ def test_scaling_the_critic_does_not_change_the_deterministic_kl_flow(solver):
 def test_first_step_median_length_is_auto_step():
     g, d = make_pair(1)
     z = torch.randn(101, 3)
-    out = dgflow.refine(g, d, z, steps=1, eta="auto", auto_step=0.05, gamma=0.0)
+    out = dgflow.refine(g, d, z, stop=None, steps=1, eta="auto", auto_step=0.05, gamma=0.0)
     assert float((out - z).norm(dim=1).median()) == pytest.approx(0.05, rel=1e-4)
 
 

@@ -55,9 +55,9 @@ def test_models_restored_even_when_refine_raises():
 def test_same_seed_same_output_and_different_seed_differs():
     g, d = make_pair()
     z = torch.randn(20, 4)
-    a = dgflow.refine(g, d, z, steps=3, generator_rng=7)
-    b = dgflow.refine(g, d, z, steps=3, generator_rng=torch.Generator().manual_seed(7))
-    c = dgflow.refine(g, d, z, steps=3, generator_rng=8)
+    a = dgflow.refine(g, d, z, stop=None, steps=3, generator_rng=7)
+    b = dgflow.refine(g, d, z, stop=None, steps=3, generator_rng=torch.Generator().manual_seed(7))
+    c = dgflow.refine(g, d, z, stop=None, steps=3, generator_rng=8)
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
 
@@ -91,10 +91,10 @@ def test_column_logits_and_conv_latents_accepted():
 def test_trajectory_every_k_includes_last_step():
     d = nn.Linear(2, 1)
     z = torch.randn(4, 2)
-    out, traj = dgflow.refine(None, d, z, steps=5, return_trajectory=2, generator_rng=0)
+    out, traj = dgflow.refine(None, d, z, stop=None, steps=5, return_trajectory=2, generator_rng=0)
     assert traj.shape == (4, 4, 2)  # steps 0, 2, 4, 5
     assert torch.equal(traj[0], z) and torch.equal(traj[-1], out)
-    steps_zero = dgflow.refine(None, d, z, steps=0)
+    steps_zero = dgflow.refine(None, d, z, stop=None, steps=0)
     assert torch.equal(steps_zero, z) and steps_zero is not z
 
 

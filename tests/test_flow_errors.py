@@ -63,7 +63,7 @@ def test_nan_mid_flow_names_the_step():
 
     z = torch.zeros(3, 2)
     with pytest.raises(FloatingPointError, match="non-finite logits at step 3 for 3 of 3 samples"):
-        dgflow.refine(None, critic, z, steps=10, eta=0.1, gamma=0.0)
+        dgflow.refine(None, critic, z, stop=None, steps=10, eta=0.1, gamma=0.0)
 
 
 def test_inf_gradient_is_caught():

@@ -42,7 +42,7 @@ def test_weights_follow_the_logit_at_each_step(linear_critic, divergence, weight
 def test_zero_critic_variance_grows_by_2_gamma_eta_per_step():
     n, dim, steps, eta, gamma = 40000, 3, 6, 0.1, 0.05
     z = torch.zeros(n, dim, dtype=torch.float64)
-    _, traj = dgflow.refine(None, lambda x: 0 * x.sum(1), z, steps=steps, eta=eta,
+    _, traj = dgflow.refine(None, lambda x: 0 * x.sum(1), z, stop=None, steps=steps, eta=eta,
                             gamma=gamma, return_trajectory=True, generator_rng=1)
     # sample variance of n normal draws has relative standard error sqrt(2/(n-1)); allow 5 of them
     tol = 5 * math.sqrt(2 / (n - 1))
@@ -81,9 +81,9 @@ def test_dopri5_agrees_with_many_small_euler_steps():
     critic = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
     z = torch.randn(16, 2, dtype=torch.float64)
     g, critic = g.double(), critic.double()
-    ode = dgflow.refine(g, critic, z, steps=4, eta=0.25, gamma=0.0, divergence="js", solver="dopri5",
+    ode = dgflow.refine(g, critic, z, stop=None, steps=4, eta=0.25, gamma=0.0, divergence="js", solver="dopri5",
                         rtol=1e-9, atol=1e-10)
-    euler = dgflow.refine(g, critic, z, steps=4000, eta=0.00025, gamma=0.0, divergence="js")
+    euler = dgflow.refine(g, critic, z, stop=None, steps=4000, eta=0.00025, gamma=0.0, divergence="js")
     assert (ode - z).abs().max() > 1e-2  # the flow actually moved
     assert torch.allclose(ode, euler, atol=1e-3)
 
@@ -92,7 +92,7 @@ def test_dopri5_trajectory_and_callback():
     critic = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     z = torch.randn(10, 2)
     calls = []
-    out, traj = dgflow.refine(None, critic, z, steps=4, eta=0.1, gamma=0.0, solver="dopri5",
+    out, traj = dgflow.refine(None, critic, z, stop=None, steps=4, eta=0.1, gamma=0.0, solver="dopri5",
                               return_trajectory=2, batch_size=3, callback=lambda k, zk, d: calls.append(k))
     assert traj.shape == (3, 10, 2) and torch.equal(traj[0], z) and torch.equal(traj[-1], out)
     assert calls == [0, 1, 2, 3]

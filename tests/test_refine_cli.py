@@ -50,7 +50,8 @@ NETS = textwrap.dedent("""
         def forward(self, x):
             return self.lin(x.flatten(1))
 """)
-FLOW = ["--steps", "3", "--eta", "0.05", "--chunk-size", "16", "--no-progress"]
+# random nets have a critic at chance: --no-auto-stop, else refine's default leaves every chunk unchanged
+FLOW = ["--steps", "3", "--eta", "0.05", "--chunk-size", "16", "--no-progress", "--no-auto-stop"]
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +103,7 @@ def test_torchrun_two_gloo_processes_match_one_process_and_resume(nets, tmp_path
     ns = runpy.run_path(nets)  # the library on the same models writes the same shards
     g = dgflow.as_generator(ns["make_g"]())
     refine_to_shards(g, ns["make_d"](), g.prior, 64, tmp_path / "lib", chunk_size=16, seed=0,
-                     refine_kwargs={"steps": 3, "eta": 0.05, "gamma": 0.01, "divergence": "kl"})
+                     refine_kwargs={"steps": 3, "eta": 0.05, "gamma": 0.01, "divergence": "kl", "stop": None})
     assert shard_bytes(tmp_path / "lib", range(4)) == shard_bytes(one, range(4))
 
 
@@ -144,7 +145,7 @@ def test_model_from_zoo_with_entry_settings_and_overrides(tmp_path, monkeypatch)
     from dgflow.commands.refine import refine_defaults
     # command line over the zoo entry over refine()'s own defaults
     assert spec["refine"] == {"steps": 2, "eta": 0.02, "gamma": 0.0, "divergence": "kl",
-                              "clip": refine_defaults()["clip"]}
+                              "clip": refine_defaults()["clip"], "stop": "auto"}
     assert spec["model"] == {"model": "tiny-test", "sha256": [sha]}
     gen = dgflow.as_generator(g, 2)
     from dgflow.distributed import chunk_latents
@@ -200,7 +201,7 @@ def test_stop_real_stops_each_chunk_by_logit_match_and_is_recorded(nets, tmp_pat
     g, d = dgflow.as_generator(ns["make_g"]()), ns["make_d"]()
     # "real" data the flow can reach: samples refined for 20 steps score higher than the prior's
     z_real = g.prior.sample(200, generator=torch.Generator().manual_seed(5))
-    real = dgflow.generate(g, dgflow.refine(g, d, z_real, steps=20, eta=0.05, generator_rng=6))
+    real = dgflow.generate(g, dgflow.refine(g, d, z_real, steps=20, eta=0.05, generator_rng=6, stop=None))
     np.save(tmp_path / "real.npy", real.numpy())
     args = ["--generator", f"{nets}:make_g", "--critic", f"{nets}:make_d", "-n", "48", "--steps", "40",
             "--eta", "0.05", "--chunk-size", "16", "--no-progress", "--stop-real", str(tmp_path / "real.npy"),
@@ -251,7 +252,7 @@ def test_stop_real_errors_name_the_option(nets, tmp_path, extra, make, message):
 def test_channels_last_opt_in_is_recorded_and_changes_results_only_by_rounding(tmp_path):
     args = ["--generator", "dgflow.models.arch.dcgan:DCGANGenerator",
             "--critic", "dgflow.models.arch.dcgan:SNDCGANDiscriminator", "-n", "6", "--steps", "2",
-            "--chunk-size", "6", "--no-progress", "--seed", "3"]
+            "--chunk-size", "6", "--no-progress", "--seed", "3", "--no-auto-stop"]
     plain, cl = tmp_path / "plain", tmp_path / "cl"
     torch.manual_seed(0)  # the factories (the classes) draw their init from the global seed
     assert main(["refine", *args, "--out", str(plain)]) == 0

@@ -50,7 +50,7 @@ NETS = textwrap.dedent("""
         def forward(self, x):
             return self.lin(x.flatten(1))
 """)
-FLOW = ["-n", "32", "--steps", "3", "--eta", "0.05", "--chunk-size", "16", "--no-progress"]
+FLOW = ["-n", "32", "--steps", "3", "--eta", "0.05", "--chunk-size", "16", "--no-progress", "--no-auto-stop"]
 
 
 @pytest.fixture

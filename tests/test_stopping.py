@@ -27,9 +27,9 @@ def test_clip_keeps_the_flow_invariant_to_the_critic_scale(solver):
     g = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2)).double()
     z = torch.randn(40, 3, dtype=torch.float64)
     kw = dict(steps=4, eta="auto", gamma=0.0, clip=1.5, solver=solver, rtol=1e-10, atol=1e-12)
-    a = dgflow.refine(g, half_norm_sq, z, **kw)
-    b = dgflow.refine(g, lambda x: 25.0 * half_norm_sq(x), z, **kw)
-    c = dgflow.refine(g, half_norm_sq, z, **{**kw, "clip": None})
+    a = dgflow.refine(g, half_norm_sq, z, stop=None, **kw)
+    b = dgflow.refine(g, lambda x: 25.0 * half_norm_sq(x), z, stop=None, **kw)
+    c = dgflow.refine(g, half_norm_sq, z, stop=None, **{**kw, "clip": None})
     assert torch.allclose(a, b, atol=1e-7)
     assert (a - c).abs().max() > 1e-4, "the cap should bind for some samples"
 
@@ -129,7 +129,7 @@ def test_best_step_picks_the_lowest_validation_score(linear_critic):
     a = linear_critic.a.detach()
     z = torch.zeros(5, 3)
     target_mean = 0.5 * a  # reached after 5 steps of 0.1 * a; the flow then overshoots it
-    out, traj = dgflow.refine(None, linear_critic, z, steps=13, eta=0.1, gamma=0.0, return_trajectory=2)
+    out, traj = dgflow.refine(None, linear_critic, z, stop=None, steps=13, eta=0.1, gamma=0.0, return_trajectory=2)
 
     def score(x):
         return float((x.mean(0) - target_mean).norm())

@@ -126,3 +126,16 @@ def load_toy2d_base(path: str | Path):
     g, d = toy2d_nets()
     load_modules(path, {"generator": g, "critic": d})
     return g.eval(), d.eval()
+
+
+def register_gan_base(zoo: str | Path, name: str, weights: Path, meta: dict) -> None:
+    """Add a base trained by ``train_fmnist_gan.py`` (its weights file and metadata ``meta``) to the
+    zoo yaml ``zoo`` as ``name``, with refine's defaults as its settings."""
+    dgflow.zoo.register(name, weights, zoo=zoo, generator=meta["generator_class"],
+                        generator_kwargs=meta["generator"], critic=meta["critic_class"],
+                        critic_kwargs=meta["critic"], z_dim=meta["generator"]["z_dim"],
+                        dataset=meta["dataset"], convention=meta["logit_convention"],
+                        description=f"{meta['base']} base trained by benchmarks/train_fmnist_gan.py "
+                                    f"({meta['iters']} generator iterations, seed {meta['seed']})",
+                        overwrite=True)
+    print(f"registered {name} in {zoo}", flush=True)

@@ -28,8 +28,10 @@ from . import pyplot
 from .images import load_images, train_splits
 
 DEFAULT_DIVERGENCES = {"wgangp": ["kl"], "sndcgan": ["logd", "kl"]}
-BASE_LABELS = {"wgangp": "WGAN-GP", "sndcgan": "SN-DCGAN"}
+BASE_LABELS = {"wgangp": "WGAN-GP", "sndcgan": "SN-DCGAN", "snresnet": "SN-ResNet", "mmdgan": "MMD-GAN",
+               "vae": "VAE", "glow": "Glow"}
 PAPER = {"eta": 0.1, "gamma": 0.01, "steps": 25}  # the DGflow authors' released settings (docs/design.md §1)
+PAPER_ETA = {"glow": 0.05}  # where the authors' per-base step size differs from PAPER's (docs/design.md §7)
 EVAL = {"n": 10000, "batch_size": 500}
 
 
@@ -69,6 +71,8 @@ def resolve(a: argparse.Namespace, setup: dict | None = None) -> argparse.Namesp
     """Fill the unset settings of ``a`` in place: the command line, else the setup's ``refine`` and
     ``eval`` settings, else the paper's; ``refine_opt`` becomes a dict. Returns ``a``."""
     setup = setup or {}
+    # the paper's per-base eta applies only where neither the command line nor the setup chose one
+    a.per_base_eta = a.eta is None and "eta" not in setup.get("refine", {})
     for group, defaults in (("refine", PAPER), ("eval", EVAL)):
         for k, v in defaults.items():
             if getattr(a, k) is None:
@@ -97,9 +101,10 @@ class Recorder:
 def methods_for(base: str, a: argparse.Namespace) -> dict[str, tuple]:
     """name -> (callable, kwargs) of every method run on ``base``."""
     divs = a.divergence or DEFAULT_DIVERGENCES.get(base, ["kl"])
+    eta = PAPER_ETA.get(base, a.eta) if getattr(a, "per_base_eta", False) else a.eta
     # the paper's scheme: fixed eta, no drift cap (refine's default cap is off here unless asked for)
-    out = {f"DGflow-{dv}": (dgflow.refine, dict(eta=a.eta, gamma=a.gamma, divergence=dv,
-                                                **{"clip": None, **a.refine_opt})) for dv in divs}
+    out = {f"DGflow-{dv}": (dgflow.refine, dict(eta=eta, gamma=a.gamma, divergence=dv,
+                                                **{"clip": None, "stop": None, **a.refine_opt})) for dv in divs}
     if not a.no_defaults:
         out["DGflow defaults"] = (dgflow.refine, {})  # refine's own defaults, whatever they are
     if a.no_baselines:
@@ -117,8 +122,10 @@ def run_method(fn, kwargs: dict, g, d, z: torch.Tensor, steps: int, batch_size: 
     z_out = fn(g, d, z, steps=steps, batch_size=batch_size, generator_rng=seed, callback=rec,
                progress=progress, **kwargs)
     secs = time.perf_counter() - t0
-    rec.states[steps] = z_out
-    rec.d_mean[steps] = mean_logit(d, dgflow.generate(g, z_out, batch_size), batch_size)
+    last = mean_logit(d, dgflow.generate(g, z_out, batch_size), batch_size)
+    ended = max([k for k in rec.states if k < steps] + [-1]) + 1  # a stop rule may end the flow early:
+    for k in range(ended, steps + 1):  # the samples then stay where it left them
+        rec.states[k], rec.d_mean[k] = z_out, last
     return rec.states, rec.d_mean, secs
 
 
@@ -228,11 +235,15 @@ def write_markdown(res: dict, path: Path) -> None:
 
 
 def plot_curves(res: dict, stem: Path) -> None:
-    """FID against gradient step, one panel per base."""
+    """FID against gradient step, one panel per base (three to a row)."""
     plt = pyplot()
     bases = list(res["bases"])
-    fig, axes = plt.subplots(1, len(bases), figsize=(5.5 * len(bases), 4), squeeze=False)
-    for ax, base in zip(axes[0], bases):
+    cols = min(3, len(bases))
+    rows = -(-len(bases) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    for ax in axes.flat[len(bases):]:
+        ax.axis("off")
+    for ax, base in zip(axes.flat, bases):
         for name, m in res["bases"][base]["methods"].items():
             steps = sorted(m["fid_by_step"])
             ax.plot(steps, [m["fid_by_step"][s] for s in steps], marker="o", label=name)

@@ -38,10 +38,11 @@ def main(args: argparse.Namespace) -> int:
     flow = ", ".join(f"{k}={v}" for k, v in res.settings.items() if k not in ("n", "steps", "seed"))
     print(f"DGflow on the shipped 25Gaussians WGAN-GP: N={args.n}, {args.steps} steps, {flow}, "
           f"seed={args.seed} (refinement {res.seconds:.1f} s)")
+    print(f"stop rule: {res.stop_reason}")
     print(demo.table(res))
     if not args.no_plot:
         print(f"before/after scatter: {demo.plot(res, args.out)}")
     if args.json:
         print(json.dumps({"settings": res.settings, "before": res.before, "after": res.after,
-                          "seconds": res.seconds}))
+                          "seconds": res.seconds, "stop_reason": res.stop_reason}))
     return 0

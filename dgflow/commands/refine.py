@@ -74,6 +74,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     flow.add_argument("--divergence", choices=sorted(WEIGHTS))
     flow.add_argument("--clip", type=_clip, help="cap on each sample's drift, in multiples of the first "
                                                 "step's median drift length, or 'none'")
+    flow.add_argument("--real", metavar="FILE",
+                      help="held-out real samples (.npy, .npz with one array or 'x', or .pt tensor) in the "
+                           "generator's output space: each chunk then stops by dgflow.stopping.DataMatch "
+                           "(refine's default rule with real data: the kernel MMD to them every 5 steps, best "
+                           "state kept; --steps is the budget)")
+    flow.add_argument("--no-auto-stop", action="store_true",
+                      help="run exactly --steps steps (refine's stop=None, the paper's scheme), not refine's "
+                           "default stop rule (which leaves a chunk unchanged when the critic is at chance)")
     flow.add_argument("--stop-real", metavar="FILE",
                       help="held-out real samples (.npy, .npz with one array or 'x', or .pt tensor) to stop "
                            "each chunk early by dgflow.stopping.LogitMatch: once its mean logit has closed "
@@ -128,13 +136,13 @@ def _clip(value: str) -> float | str:
         raise argparse.ArgumentTypeError(f"must be a number or 'none', got {value!r}") from None
 
 
-def load_samples(path: str) -> torch.Tensor:
+def load_samples(path: str, option: str = "--stop-real") -> torch.Tensor:
     """Samples (M, ...) from ``.npy``, ``.npz`` (its only array, or ``x``) or ``.pt`` (a tensor)."""
     import numpy as np
 
     file = Path(path)
     if not file.is_file():
-        raise SystemExit(f"dgflow refine: --stop-real: no such file {path}")
+        raise SystemExit(f"dgflow refine: {option}: no such file {path}")
     if file.suffix == ".pt":
         data = torch.load(file, map_location="cpu", weights_only=True)
     elif file.suffix in (".npy", ".npz"):
@@ -142,26 +150,38 @@ def load_samples(path: str) -> torch.Tensor:
         if file.suffix == ".npz":
             names = data.files
             if "x" not in names and len(names) != 1:
-                raise SystemExit(f"dgflow refine: --stop-real {path}: holds arrays {names}; "
+                raise SystemExit(f"dgflow refine: {option} {path}: holds arrays {names}; "
                                  "give one array or one named 'x'")
             data = data["x" if "x" in names else names[0]]
         data = torch.from_numpy(np.ascontiguousarray(data))
     else:
-        raise SystemExit(f"dgflow refine: --stop-real {path}: use a .npy, .npz or .pt file")
+        raise SystemExit(f"dgflow refine: {option} {path}: use a .npy, .npz or .pt file")
     if not isinstance(data, torch.Tensor) or data.dim() < 1 or len(data) == 0 or not data.is_floating_point():
-        raise SystemExit(f"dgflow refine: --stop-real {path}: expected a non-empty float array (M, ...) "
+        raise SystemExit(f"dgflow refine: {option} {path}: expected a non-empty float array (M, ...) "
                          "of real samples")
     return data.float()
 
 
-def stop_rule(args: argparse.Namespace, critic, device: torch.device):
-    """The LogitMatch rule of ``--stop-real`` / ``--stop-fraction``, or None."""
-    from ..stopping import LogitMatch
+def stop_rule(args: argparse.Namespace, generator, critic, device: torch.device):
+    """The stop rule of the command line: ``--real`` (DataMatch), ``--stop-real`` / ``--stop-fraction``
+    (LogitMatch), ``--no-auto-stop`` (None), or ``"auto"`` (refine's default without real data)."""
+    from ..stopping import DataMatch, LogitMatch
 
-    if args.stop_real is None:
-        if args.stop_fraction is not None:
-            raise SystemExit("dgflow refine: --stop-fraction needs --stop-real FILE")
+    given = [o for o, v in (("--real", args.real), ("--stop-real", args.stop_real),
+                            ("--no-auto-stop", args.no_auto_stop)) if v]
+    if len(given) > 1:
+        raise SystemExit(f"dgflow refine: {' and '.join(given)} are alternatives: give one")
+    if args.stop_fraction is not None and args.stop_real is None:
+        raise SystemExit("dgflow refine: --stop-fraction needs --stop-real FILE")
+    if args.no_auto_stop:
         return None
+    if args.real is not None:
+        try:
+            return DataMatch(load_samples(args.real, "--real").to(device), generator, batch_size=args.batch_size)
+        except ValueError as exc:
+            raise SystemExit(f"dgflow refine: --real: {exc}") from exc
+    if args.stop_real is None:
+        return "auto"
     real = load_samples(args.stop_real).to(device)
     kw = {} if args.stop_fraction is None else {"fraction": args.stop_fraction}
     try:
@@ -316,9 +336,7 @@ def main(args: argparse.Namespace) -> int:
         if args.text_vocab is not None:  # else a zoo text model's own (load_models), recorded in run.json
             info["text_vocab"] = args.text_vocab
         vocab = None if args.no_decode else info.get("text_vocab")
-        stop = stop_rule(args, critic, device)
-        if stop is not None:
-            kw["stop"] = stop
+        kw["stop"] = stop_rule(args, gen, critic, device)
         if args.channels_last:
             info["channels_last"] = True
             for m in (gen, critic):

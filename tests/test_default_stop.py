@@ -1,0 +1,161 @@
+"""refine's default stop rules: AtChance (no real data) and DataMatch (real=), and their helpers."""
+import math
+
+import pytest
+import torch
+
+import dgflow
+from dgflow.stopping import AT_CHANCE_GAIN, AtChance, DataMatch, estimated_gain, median_bandwidth, mmd2
+
+
+def test_estimated_gain_is_the_variance_for_gaussian_logits_and_zero_for_constant_ones():
+    g = torch.Generator().manual_seed(0)
+    for sigma in (0.1, 0.5):
+        d = sigma * torch.randn(200_000, generator=g) - 3.0  # the offset does not matter
+        assert estimated_gain(d) == pytest.approx(sigma ** 2, rel=0.03)
+    assert estimated_gain(torch.full((10,), 2.5)) == pytest.approx(0.0, abs=1e-12)
+    # exact Jeffreys divergence of two unit Gaussians a distance m apart is m^2
+    m = 0.3
+    x = torch.randn(200_000, generator=g)  # rho = N(0, 1), mu = N(m, 1): d = log mu/rho = m x - m^2 / 2
+    assert estimated_gain(m * x - m * m / 2) == pytest.approx(m * m, rel=0.05)
+    with pytest.raises(ValueError, match="non-empty"):
+        estimated_gain(torch.empty(0))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        estimated_gain(torch.tensor([0.0, float("nan")]))
+
+
+def linear(scale):
+    return lambda x: scale * x[:, 0]
+
+
+def test_default_leaves_a_batch_unchanged_when_the_critic_is_at_chance_and_says_why():
+    z = torch.randn(500, 2, generator=torch.Generator().manual_seed(1))
+    weak = linear(0.01)  # gain ~ 1e-4 nats
+    out, info = dgflow.refine(None, weak, z, steps=10, generator_rng=0, return_info=True)
+    assert torch.equal(out, z) and info.stop_step == 0 and info.steps_run == 0
+    assert "at chance" in info.stop_reason
+    moved = dgflow.refine(None, weak, z, steps=10, generator_rng=0, stop=None)
+    assert not torch.equal(moved, z)  # the rule, not the flow, kept z
+    strong = linear(1.0)  # gain ~ 1 nat
+    out, info = dgflow.refine(None, strong, z, steps=10, generator_rng=0, return_info=True)
+    assert info.steps_run == 10 and info.stop_step is None and "budget" in info.stop_reason
+    assert torch.equal(out, dgflow.refine(None, strong, z, steps=10, generator_rng=0, stop=None))
+
+
+def test_at_chance_threshold_and_errors():
+    rule = AtChance()
+    assert rule.min_gain == AT_CHANCE_GAIN and rule.reason == "not run"
+    x = torch.randn(100_000, generator=torch.Generator().manual_seed(2))
+    assert rule(0, None, 0.1 * x) is True and rule.step == 0  # gain 0.01 < 0.02
+    assert rule(0, None, 0.2 * x) is False and rule.step is None  # gain 0.04
+    assert rule(3, None, 0.0 * x) is False  # decides at step 0 only
+    with pytest.raises(ValueError, match="min_gain"):
+        AtChance(-1.0)
+
+
+def test_mmd2_is_zero_for_one_law_and_grows_with_the_shift():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(800, 2, generator=g), torch.randn(800, 2, generator=g)
+    h = median_bandwidth(b)
+    assert h == pytest.approx(4 * math.log(2), rel=0.1)  # ||x - y||^2 ~ 2 chi2(2): median 4 ln 2
+    same = mmd2(a, b, h)
+    near, far = mmd2(a + 0.5, b, h), mmd2(a + 2.0, b, h)
+    assert abs(same) < 0.01 < near < far
+    with pytest.raises(ValueError, match=">= 2 samples"):
+        mmd2(a[:1], b, h)
+    with pytest.raises(ValueError, match="identical"):
+        median_bandwidth(torch.zeros(5, 2))
+
+
+def test_data_match_returns_the_best_checked_state_of_an_overshooting_flow():
+    # data N(m, I), samples N(0, I), the exact log ratio as critic: its (stale) gradient m pushes the
+    # samples along m for ever, so the flow passes the data and the best state lies in between
+    m = torch.tensor([1.5, 0.0])
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(1000, 2, generator=g)
+    real = torch.randn(1000, 2, generator=g) + m
+    critic = lambda x: x @ m - m.dot(m) / 2  # noqa: E731
+    kw = dict(steps=60, eta=0.1, clip=None, gamma=0.0)
+    out, info = dgflow.refine(None, critic, z, real=real, return_info=True, **kw)
+    end = dgflow.refine(None, critic, z, stop=None, **kw)
+    err = lambda x: float((x.mean(0) - m).norm())  # noqa: E731
+    assert err(out) < 0.2 < min(err(z), err(end))
+    assert 0 < info.stop_step < 60 and info.steps_run < 60  # patience ended the run early
+    # the state returned is the flow's state at that step
+    assert torch.allclose(out, dgflow.refine(None, critic, z, stop=None, **{**kw, "steps": info.stop_step}))
+    rule = DataMatch(real)
+    dgflow.refine(None, critic, z, stop=rule, **kw)
+    assert sorted(rule.history) == list(range(0, 5 * len(rule.history), 5)) and rule.step == info.stop_step
+
+
+def test_data_match_and_real_argument_errors():
+    z = torch.randn(10, 2)
+    with pytest.raises(ValueError, match="real is read by stop='auto' only"):
+        dgflow.refine(None, linear(1.0), z, stop=None, real=torch.randn(5, 2))
+    with pytest.raises(ValueError, match="stop must be 'auto'"):
+        dgflow.refine(None, linear(1.0), z, stop="early")
+    with pytest.raises(ValueError, match="at least 2"):
+        DataMatch(torch.randn(1, 2))
+    with pytest.raises(ValueError, match="non-finite"):
+        DataMatch(torch.tensor([[0.0, 1.0], [float("nan"), 0.0]]))
+    with pytest.raises(ValueError, match="every"):
+        DataMatch(torch.randn(4, 2), every=0)
+    with pytest.raises(ValueError, match="real is read"):
+        dgflow.flow.check_refine_kwargs({"stop": None, "real": torch.randn(4, 2)})
+
+
+def test_paper_preset_is_the_authors_update_exactly():
+    # one step z + eta * s(d) grad d + sqrt(2 gamma eta) xi (s: the KL weight, xi: the same noise), written
+    # out by hand, on a critic too weak for the default stop rule (which would leave z unchanged)
+    d = linear(0.05)
+    z = torch.randn(300, 2, generator=torch.Generator().manual_seed(6))
+    out = dgflow.refine(None, d, z, **{**dgflow.PAPER, "steps": 1}, generator_rng=0)
+    noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0), dtype=z.dtype)
+    drift = dgflow.get_weight("kl")(d(z))[:, None] * torch.tensor([0.05, 0.0])
+    want = z + 0.1 * drift + (2 * 0.01 * 0.1) ** 0.5 * noise
+    assert torch.allclose(out, want, atol=1e-6)
+    assert not torch.equal(dgflow.refine(None, d, z, steps=1, generator_rng=0), out)  # defaults differ
+
+
+CLI_NETS = '''
+import torch
+from torch import nn
+
+class Identity(nn.Module):  # x = z ~ N(0, I); the data N(m, I) is reached by moving every sample by m
+    def forward(self, z):
+        return z
+
+class Ratio(nn.Module):  # the exact log ratio of N(m, I) to N(0, I)
+    def forward(self, x):
+        m = torch.tensor([1.5, 0.0])
+        return x @ m - m.dot(m) / 2
+'''
+
+
+def test_cli_real_and_no_auto_stop(tmp_path):
+    import json
+
+    import numpy as np
+
+    from dgflow.cli import main
+    from dgflow.distributed import load_shards
+
+    nets = tmp_path / "nets.py"
+    nets.write_text(CLI_NETS)
+    real = torch.randn(400, 2, generator=torch.Generator().manual_seed(7)) + torch.tensor([1.5, 0.0])
+    np.save(tmp_path / "real.npy", real.numpy())
+    args = ["--generator", f"{nets}:Identity", "--critic", f"{nets}:Ratio", "--z-dim", "2", "-n", "400", "--steps", "60",
+            "--eta", "0.1", "--clip", "none", "--gamma", "0", "--chunk-size", "400", "--no-progress"]
+    assert main(["refine", *args, "--real", str(tmp_path / "real.npy"), "--out", str(tmp_path / "a")]) == 0
+    rule = json.loads((tmp_path / "a" / "run.json").read_text())["refine"]["stop"]
+    assert rule["rule"] == "DataMatch" and rule["n_real"] == 400
+    a = load_shards(tmp_path / "a", keys=("z", "z_refined", "stop_step"))
+    assert 0 < int(a["stop_step"][0]) < 60
+    assert np.linalg.norm(a["z_refined"].mean(0) - [1.5, 0.0]) < 0.25  # near the data, not past it
+    assert main(["refine", *args, "--no-auto-stop", "--out", str(tmp_path / "b")]) == 0
+    b = load_shards(tmp_path / "b", keys=("z_refined",))
+    assert b["z_refined"].mean(0)[0] > 3.0  # 60 fixed steps of the stale ratio overshoot the data
+    with pytest.raises(SystemExit, match="--real and --no-auto-stop are alternatives"):
+        main(["refine", *args, "--real", str(tmp_path / "real.npy"), "--no-auto-stop", "--out", str(tmp_path / "c")])
+    with pytest.raises(SystemExit, match="--real: no such file"):
+        main(["refine", *args, "--real", str(tmp_path / "nope.npy"), "--out", str(tmp_path / "d")])
