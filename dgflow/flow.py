@@ -112,7 +112,8 @@ def refine(
             bool`` checked before each update; when it returns True the flow ends there and
             ``z_step`` is returned (e.g. :class:`dgflow.stopping.LogitMatch`). The choice of rule
             is measured in ``benchmarks/safe_defaults.py`` (docs/design.md §8.3).
-        real: held-out real samples (M, ...) in the generator's output space, for ``stop="auto"``.
+        real: held-out real samples (M, ...) in the generator's output space, for ``stop="auto"``
+            (a trajectory still holds every state the flow reached, also those after the one returned).
         return_info: also return a :class:`dgflow.engine.RunInfo`: the eta and drift cap chosen,
             the step a ``stop`` rule fired at and why, the updates run and per-step diagnostics.
 

@@ -175,7 +175,12 @@ def evaluate_models(base: str, g, d, z: torch.Tensor, methods: dict, ext, refs: 
     print(f"{base}: base FID {base_fid['test']:.3f} (N={a.n})", flush=True)
     for name, (fn, kw) in methods.items():
         stats = {"base": stats["base"]}
-        states, d_mean, secs = run_method(fn, kw, g, d, z, a.steps, a.batch_size, a.seed + 1)
+        try:
+            states, d_mean, secs = run_method(fn, kw, g, d, z, a.steps, a.batch_size, a.seed + 1)
+        except FloatingPointError as exc:  # e.g. a fixed step too long for this critic: recorded, not fatal
+            out["methods"][name] = {"kwargs": kw, "steps": a.steps, "diverged": str(exc)}
+            print(f"{base} {name}: diverged: {exc}", flush=True)
+            continue
         grid = list(range(0, a.steps, a.every)) + [a.steps]
         curve = {s: fids(s, states[s]) for s in grid}
         fired = LogitMatch.from_target(target).stop_step([d_mean[s] for s in range(a.steps + 1)])
@@ -222,6 +227,10 @@ def write_markdown(res: dict, path: Path) -> None:
     for base, r in res["bases"].items():
         for name, m in r["methods"].items():
             kw = ", ".join(f"{k}={v}" for k, v in m["kwargs"].items()) or "refine() defaults"
+            if "diverged" in m:
+                lines.append(f"| {BASE_LABELS.get(base, base)} | {name} | {kw} | {r['fid_base']:.2f} | "
+                             + " | ".join("–" for _ in res["record_steps"][1:]) + f" | diverged: {m['diverged']} | – | – | – |")
+                continue
             curve = " | ".join(f"{m['fid_by_step'][s]:.2f}" for s in res["record_steps"][1:])
             stops = m.get("stops", {})
             at = m.get("fid_at_stop", {})
@@ -245,6 +254,8 @@ def plot_curves(res: dict, stem: Path) -> None:
         ax.axis("off")
     for ax, base in zip(axes.flat, bases):
         for name, m in res["bases"][base]["methods"].items():
+            if "fid_by_step" not in m:  # diverged
+                continue
             steps = sorted(m["fid_by_step"])
             ax.plot(steps, [m["fid_by_step"][s] for s in steps], marker="o", label=name)
         ax.set(title=f"{BASE_LABELS.get(base, base)} (N={res['n']:,})", xlabel="gradient step", ylabel=res["metric"])
