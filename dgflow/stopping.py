@@ -316,6 +316,8 @@ class DataMatch:
     def finish(self, step: int, z: torch.Tensor) -> tuple[int, torch.Tensor]:
         """The (step, state) to return when the flow has ended at ``step`` with state ``z``: the
         best checked one (``z`` itself is checked first if the budget ended the flow)."""
+        if step == 0:  # a run of 0 steps: nothing was checked in this run
+            self._reset()
         if step not in self.history:
             self._check(step, z)
         return self.step, self._best

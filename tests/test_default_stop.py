@@ -86,6 +86,7 @@ def test_data_match_returns_the_best_checked_state_of_an_overshooting_flow():
     rule = DataMatch(real)
     dgflow.refine(None, critic, z, stop=rule, **kw)
     assert sorted(rule.history) == list(range(0, 5 * len(rule.history), 5)) and rule.step == info.stop_step
+    assert torch.equal(dgflow.refine(None, critic, z, stop=rule, **{**kw, "steps": 0}), z)  # reused: a fresh run
 
 
 def test_data_match_and_real_argument_errors():
