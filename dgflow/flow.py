@@ -167,11 +167,7 @@ def check_refine_kwargs(kwargs: Mapping[str, object]) -> None:
     if unknown:
         raise TypeError(f"refine() got unknown keyword arguments {unknown}")
     make_settings(**{k: kwargs[k] for k in inspect.signature(make_settings).parameters if k in kwargs})
-    stop = kwargs.get("stop", "auto")
-    if isinstance(stop, str) or kwargs.get("real") is not None:
-        resolve_stop(stop, kwargs.get("real"), None, None)
-    else:
-        check_stop(stop)
+    resolve_stop(kwargs.get("stop", "auto"), kwargs.get("real"), None, None)
     check_batch_size(kwargs.get("batch_size"))
     make_callback(kwargs.get("callback"))
     trajectory_every(kwargs.get("return_trajectory", False))

@@ -210,8 +210,12 @@ class AtChance:
 def median_bandwidth(x: torch.Tensor, max_points: int = 1000) -> float:
     """The median squared distance between points of ``x`` (N, ...) (the first ``max_points``)."""
     x = x[:max_points].flatten(1).double()
-    d2 = torch.cdist(x, x).pow(2)
-    off = d2[~torch.eye(len(x), dtype=torch.bool)]
+    return _median_offdiag(torch.cdist(x, x).pow(2))
+
+
+def _median_offdiag(d2: torch.Tensor) -> float:
+    """The median of a square matrix of squared distances, its diagonal left out."""
+    off = d2[~torch.eye(len(d2), dtype=torch.bool)]
     h = float(off.median()) if off.numel() else 0.0
     if not h > 0:
         raise ValueError("real samples are all identical: no kernel bandwidth can be set from them")
@@ -277,9 +281,10 @@ class DataMatch:
         self.batch_size = check_batch_size(batch_size)
         self.generator = generator
         self.real = real.detach()[: self.max_points]
-        self.bandwidth = median_bandwidth(self.real)
-        y = self.real.flatten(1).double()  # the real-real kernel term, computed once
-        self._yy = _kernel_mean(torch.cdist(y, y).pow(2), self.bandwidth, MMD_SCALES, True)
+        y = self.real.flatten(1).double()
+        d2 = torch.cdist(y, y).pow(2)  # for the bandwidth and the real-real kernel term, once
+        self.bandwidth = _median_offdiag(d2[:1000, :1000])  # median_bandwidth's first 1,000 points
+        self._yy = _kernel_mean(d2, self.bandwidth, MMD_SCALES, True)
         self._reset()
 
     def _reset(self) -> None:
