@@ -17,7 +17,11 @@ images: 2,000) and scored on *test* data (2D: EMD to 1,000 fresh points, HQ %, m
   (eta 0.1, 0.03, 0.01, no cap), found with the test metric;
 * gain recovery (base - rule) / (base - oracle), where the oracle beats the base by more than the
   metric's noise; the noise: the standard deviation of the base's metric over 3 latent seeds;
-* the cost: gradient steps run and wall time relative to 25 plain steps of the same base.
+* the cost: gradient steps run and wall time relative to 25 plain steps of the same base (timed
+  back to back in one process);
+* the real-data rule's design curves: the default step rule for 100 steps, the test metric and
+  DataMatch's MMD every 5 steps, DataMatch replayed on them for budgets 25 / 50 / 100 and patience
+  1 / 2 / 3 (``--long``: which halves get them), and the critic's Platt-calibrated gain.
 
 Writes benchmarks/results/safe_defaults.json / .md / .png. Per-base results are cached under
 benchmarks/results/_scratch/safe_defaults/ (keyed by their settings).
@@ -26,116 +30,42 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import torch
-import yaml
-
 import dgflow
 import dgflow.flow
-import dgflow.zoo
-from benchlib import BASES_DIR, BENCHMARKS, RESULTS, SCRATCH, command_line, pyplot
-from benchlib.bases import load_toy2d_base, register_gan_base, toy2d_base_path
-from dgflow.io import read_metadata
+import dgflow.stopping
+from benchlib import BENCHMARKS, RESULTS, command_line, pyplot
+from benchlib.safe import (CACHE_DIR, LONG_STEPS, SPLIT_FILE, int_keys, jobs_of, long_curve, noise_of,
+                           replay_datamatch, setup)
 from dgflow.stopping import LogitMatch, mean_logit
 
-SPLIT_FILE = BENCHMARKS / "configs" / "safe_defaults_bases.yaml"
-CACHE_DIR = SCRATCH / "safe_defaults"
 ORACLE_ETAS = (0.1, 0.03, 0.01)
 BUDGET = 25
 RULES = ("old default", "default, no data", "default, real data", "LogitMatch ½", "paper η=0.1")
+STEP_DEFAULTS = ("eta", "clip", "auto_step", "gamma")  # what every stage's runs depend on
 
 
-# ----------------------------------------------------------------------------- bases
-def jobs_of(split: str) -> list[dict]:
-    spec = yaml.safe_load(SPLIT_FILE.read_text())
-    jobs = []
-    for half in ("dev", "test") if split == "all" else (split,):
-        for ds, loss, seed, iters in spec[half].get("toy2d", []):
-            jobs.append({"half": half, "kind": "2d", "dataset": ds, "label": f"{ds} {loss} s{seed} it{iters}",
-                         "path": str(toy2d_base_path(ds, loss, seed, iters))})
-        for name in spec[half].get("image", []):
-            jobs.append({"half": half, "kind": "image", "dataset": "fmnist", "model": name,
-                         "label": name.replace(".safetensors", "").replace("_", "-")})
-    return jobs
-
-
-def load_image_base(model: str):
-    """(generator, critic) of a zoo model, or of a weights file under BASES_DIR written by
-    train_fmnist_gan.py (registered in a scratch zoo from its metadata, so the zoo builds it)."""
-    if not model.endswith(".safetensors"):
-        m = dgflow.zoo.load(model)
-        return m.generator, m.critic
-    path = BASES_DIR / model
-    meta = read_metadata(path)
-    zoo = CACHE_DIR / f"zoo_{path.stem}.yaml"
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    name = f"fmnist-{meta['base']}"
-    register_gan_base(zoo, name, path, meta)
-    m = dgflow.zoo.load(name, zoo=zoo)
-    return m.generator, m.critic
-
-
-# ----------------------------------------------------------------------------- scoring
-class Scorer2D:
-    def __init__(self, ds: str, seed: int, emd_n: int):
-        from dgflow.data import toy2d
-        self.ds, self.emd_n = ds, emd_n
-        self.test = toy2d.sample(ds, emd_n, torch.Generator().manual_seed(seed + 2))
-        self.real = toy2d.sample(ds, 2000, torch.Generator().manual_seed(seed + 3))
-
-    def __call__(self, x: torch.Tensor) -> dict:
-        from dgflow.metrics.toy2d import emd, report
-        r = report(self.ds, x)
-        return {"score": emd(x[: self.emd_n], self.test), "hq": r["hq"], "modes": r.get("modes"),
-                "modes_1pct": r.get("modes_1pct")}
-
-
-class ScorerImage:
-    def __init__(self, seed: int):
-        from benchlib.evaluation import reference_sets
-        from dgflow.metrics import fid as fidlib
-        self.fidlib = fidlib
-        self.ext = fidlib.CNNFeatures.from_file()
-        refs = reference_sets(self.ext, "fmnist", seed, progress=False)
-        self.test, self.real = refs["test"], refs["real"]
-
-    def __call__(self, x: torch.Tensor) -> dict:
-        f = self.fidlib
-        return {"score": f.frechet_distance(f.gaussian_stats(f.extract(self.ext, x, 500)), self.test)}
-
-
-# ----------------------------------------------------------------------------- one base
+# ----------------------------------------------------------------------------- one base, in three cached stages
 def timed(fn, *args, **kw):
     t0 = time.perf_counter()
     out = fn(*args, **kw)
     return out, time.perf_counter() - t0
 
 
-def run_base(job: dict) -> dict:
-    torch.set_num_threads(1)
+def fixed_stage(job: dict) -> dict:
+    """The base, its noise, the fixed-step schemes (old default, LogitMatch replay, paper) and the oracle."""
     a = job["args"]
-    if job["kind"] == "2d":
-        g, d = load_toy2d_base(job["path"])
-        scorer, n, max_steps, bs = Scorer2D(job["dataset"], a.seed, a.emd_n), a.n, a.max_steps, None
-        prior = lambda k, s: torch.randn(k, 2, generator=torch.Generator().manual_seed(s))  # noqa: E731
-    else:
-        g, d = load_image_base(job["model"])
-        scorer, n, max_steps, bs = ScorerImage(a.seed), a.image_n, a.image_max_steps, 500
-        prior = lambda k, s: g.sample_prior(k, generator=torch.Generator().manual_seed(s))  # noqa: E731
-    z = prior(n, a.seed)
-    score = lambda latents: scorer(dgflow.generate(g, latents, bs))  # noqa: E731
-    base = score(z)
-    noise = statistics.stdev([base["score"]] + [score(prior(n, a.seed + 100 + i))["score"] for i in range(2)])
-    real = scorer.real
+    b = setup(job, a)
+    g, d, z, bs = b.g, b.d, b.z, b.batch_size
+    base = b.score(z)
     common = dict(batch_size=bs, generator_rng=a.seed + 4)
-
-    # the old default, every state kept (LogitMatch is replayed on its mean logits)
-    states, d_mean = {}, {}
+    states, d_mean = {}, {}  # the old default, every state kept (LogitMatch is replayed on its mean logits)
 
     def keep(step, zz, logits):
         states[step], d_mean[step] = zz.detach().clone(), float(logits.mean())
@@ -143,22 +73,11 @@ def run_base(job: dict) -> dict:
     z25, plain_s = timed(dgflow.refine, g, d, z, steps=BUDGET, stop=None, callback=keep, **common)
     states[BUDGET] = z25
     d_mean[BUDGET] = mean_logit(d, dgflow.generate(g, z25, bs), bs)
-    logit_step = LogitMatch(d, real, batch_size=bs).stop_step([d_mean[k] for k in range(BUDGET + 1)])
+    logit_step = LogitMatch(d, b.real, batch_size=bs).stop_step([d_mean[k] for k in range(BUDGET + 1)])
     logit_step = BUDGET if logit_step is None else logit_step
-    (z_free, info_free), free_s = timed(dgflow.refine, g, d, z, steps=BUDGET, return_info=True, **common)
-    (z_real, info_real), real_s = timed(dgflow.refine, g, d, z, steps=BUDGET, real=real, return_info=True, **common)
-    rules = {
-        "old default": {"step": BUDGET, "steps_run": BUDGET, "seconds": plain_s, **score(z25)},
-        "default, no data": {"step": info_free.stop_step if info_free.stop_step is not None else BUDGET,
-                             "steps_run": info_free.steps_run, "seconds": free_s, "reason": info_free.stop_reason,
-                             **score(z_free)},
-        "default, real data": {"step": info_real.stop_step if info_real.stop_step is not None else BUDGET,
-                               "steps_run": info_real.steps_run, "seconds": real_s, "reason": info_real.stop_reason,
-                               **score(z_real)},
-        "LogitMatch ½": {"step": logit_step, "steps_run": logit_step, **score(states[logit_step])},
-    }
-    # the oracle: every fixed-eta scheme's test curve
-    curves, diverged = {}, {}
+    rules = {"old default": {"step": BUDGET, "steps_run": BUDGET, "seconds": plain_s, **b.score(z25)},
+             "LogitMatch ½": {"step": logit_step, "steps_run": logit_step, **b.score(states[logit_step])}}
+    curves, diverged = {}, {}  # the oracle: every fixed-eta scheme's test curve
     for eta in ORACLE_ETAS:
         every5 = {}
 
@@ -167,27 +86,84 @@ def run_base(job: dict) -> dict:
                 every5[step] = zz.detach().clone()
 
         try:
-            every5[max_steps] = dgflow.refine(g, d, z, steps=max_steps, eta=eta, clip=None, stop=None,
-                                              callback=keep5, **common)
+            every5[b.max_steps] = dgflow.refine(g, d, z, steps=b.max_steps, eta=eta, clip=None, stop=None,
+                                                callback=keep5, **common)
         except FloatingPointError as exc:  # a fixed step too long for this critic: its curve ends there
             diverged[f"η={eta}"] = str(exc)
-        curves[f"η={eta}"] = {k: score(s) for k, s in sorted(every5.items())}
+        curves[f"η={eta}"] = {k: b.score(s) for k, s in sorted(every5.items())}
     paper = curves["η=0.1"].get(BUDGET, {"score": float("inf")})
     rules["paper η=0.1"] = {"step": BUDGET, "steps_run": BUDGET, **paper,
                             **({"diverged": diverged["η=0.1"]} if "η=0.1" in diverged else {})}
     scheme, step = min(((s, k) for s, c in curves.items() for k in c), key=lambda sk: curves[sk[0]][sk[1]]["score"])
-    oracle = {"scheme": scheme, "step": step, **curves[scheme][step]}
+    return {"base": base, "noise": noise_of(b, a.seed, base["score"]), "rules": rules, "curves": curves,
+            "diverged": diverged, "plain_seconds": plain_s,
+            "oracle": {"scheme": scheme, "step": step, **curves[scheme][step]}}
+
+
+def long_stage(job: dict) -> dict:
+    """The default step rule for LONG_STEPS steps, test metric and MMD every 5 (benchlib.safe.long_curve)."""
+    a = job["args"]
+    return long_curve(setup(job, a), a.seed)
+
+
+def defaults_stage(job: dict) -> dict:
+    """refine's defaults as a user calls them: ``refine(G, D, z)`` and ``refine(G, D, z, real=...)``."""
+    a = job["args"]
+    b = setup(job, a)
+    common = dict(batch_size=b.batch_size, generator_rng=a.seed + 4, return_info=True)
+    _, plain_s = timed(dgflow.refine, b.g, b.d, b.z, steps=BUDGET, stop=None, **common)  # the cost reference
+    out = {"plain_seconds": plain_s}
+    for rule, extra in (("default, no data", {}), ("default, real data", {"real": b.real})):
+        (zz, info), secs = timed(dgflow.refine, b.g, b.d, b.z, **extra, **common)
+        out[rule] = {"step": info.stop_step if info.stop_step is not None else info.steps_run,
+                     "steps_run": info.steps_run, "seconds": secs, "reason": info.stop_reason, **b.score(zz)}
+    return out
+
+
+def _source_hash(*modules) -> str:
+    return hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in modules)).hexdigest()[:12]
+
+
+def cached(stage, job: dict, depends: dict) -> dict:
+    """``stage(job)``, cached under CACHE_DIR by the base, the study's settings and ``depends``."""
+    a = job["args"]
+    settings = {"job": {k: v for k, v in job.items() if k != "args"}, "seed": a.seed, "n": a.n, "emd_n": a.emd_n,
+                "max_steps": a.max_steps, "image_n": a.image_n, "image_max_steps": a.image_max_steps, **depends}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    cache = CACHE_DIR / f"{job['label'].replace(' ', '_')}_{stage.__name__}_{key}.json"
+    if not (cache.is_file() and not a.fresh):
+        t0 = time.perf_counter()
+        res = stage(job)
+        res["seconds"] = round(time.perf_counter() - t0, 1)
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(res))
+    return json.loads(cache.read_text())
+
+
+def run_base(job: dict) -> dict:
+    """Every stage of one base, judged against its oracle and noise."""
+    steps = {"refine": repr(dgflow.flow.refine_defaults(*STEP_DEFAULTS))}
+    fixed = cached(fixed_stage, job, steps)
+    stage_code = hashlib.sha256(inspect.getsource(defaults_stage).encode()).hexdigest()[:12]
+    defaults = cached(defaults_stage, job, {"refine": repr(dgflow.flow.refine_defaults(*STEP_DEFAULTS, "steps", "stop")),
+                                            "budgets": [dgflow.flow.DEFAULT_STEPS, dgflow.flow.DATA_STEPS],
+                                            "code": _source_hash(dgflow.flow, dgflow.stopping), "stage": stage_code})
+    long = None
+    if job["args"].long in ("all", job["half"]):
+        long = cached(long_stage, job, {**steps, "long_steps": LONG_STEPS})
+        long["checks"] = int_keys(long["checks"])
     out = {k: v for k, v in job.items() if k != "args"}
-    out.update(base=base, noise=noise, oracle=oracle, rules=rules, curves=curves, diverged=diverged,
-               plain_seconds=plain_s,
-               gain_estimate=info_free.stop_reason)
-    for r in rules.values():
-        r.update(judge(base["score"], oracle["score"], r["score"], noise))
-        if "seconds" in r:
-            r["cost_ratio"] = r["seconds"] / plain_s
-    print(f"{job['half']:4s} {job['label']:34s} base {base['score']:.3f} oracle {oracle['score']:.3f} "
-          f"({scheme} @{step}) | " + " | ".join(f"{k}: {r['score']:.3f} @{r['step']}" for k, r in rules.items()),
-          flush=True)
+    out.update(fixed, long=long, seconds=fixed["seconds"] + (long or {}).get("seconds", 0) + defaults["seconds"])
+    out["rules"] = {k: ({**fixed["rules"], **defaults})[k] for k in RULES}
+    base, oracle, noise = out["base"]["score"], out["oracle"]["score"], out["noise"]
+    for name, r in out["rules"].items():
+        r.update(judge(base, oracle, r["score"], noise))
+        if name.startswith("default"):  # timed in one process, back to back with 25 plain steps
+            r["cost_ratio"] = r["seconds"] / defaults["plain_seconds"]
+            r["cost_per_step"] = r["cost_ratio"] * BUDGET / max(r["steps_run"], 1)
+    print(f"{job['half']:4s} {job['label']:34s} base {base:.3f} oracle {oracle:.3f} "
+          f"({out['oracle']['scheme']} @{out['oracle']['step']}) | "
+          + " | ".join(f"{k}: {r['score']:.3f} @{r['step']}" for k, r in out["rules"].items()), flush=True)
     return out
 
 
@@ -202,6 +178,32 @@ def judge(base: float, oracle: float, rule: float, noise: float) -> dict:
 
 
 # ----------------------------------------------------------------------------- summary
+REPLAY_BUDGETS, REPLAY_PATIENCE = (25, 50, 100), (1, 2, 3)
+
+
+def replay_table(results: list[dict]) -> dict:
+    """DataMatch's budget and patience, replayed on the long curves: per half, budget and patience,
+    the bases judged as the rules are (the real-data rule was designed on the dev rows)."""
+    out = {}
+    for half in dict.fromkeys(r["half"] for r in results):
+        rows = [r for r in results if r["half"] == half and r["long"]]
+        for budget in REPLAY_BUDGETS:
+            for patience in REPLAY_PATIENCE:
+                judged = []
+                for r in rows:
+                    step = replay_datamatch(r["long"]["checks"], budget, patience)
+                    judged.append({"step": step, **judge(r["base"]["score"], r["oracle"]["score"],
+                                                          r["long"]["checks"][step]["score"], r["noise"])})
+                rec = [x["recovery"] for x in judged if x["recovery"] is not None]
+                if judged:
+                    out[f"{half} | {budget} | {patience}"] = {
+                        "bases": len(judged), "worse_beyond_noise": sum(x["worse"] for x in judged),
+                        "mean_recovery": statistics.mean(rec) if rec else None,
+                        "worst_recovery": min(rec) if rec else None,
+                        "mean_step": statistics.mean(x["step"] for x in judged)}
+    return out
+
+
 def summarise(results: list[dict]) -> dict:
     out = {}
     for half in dict.fromkeys(r["half"] for r in results):
@@ -212,10 +214,14 @@ def summarise(results: list[dict]) -> dict:
             out[f"{half} | {rule}"] = {
                 "bases": len(rows), "worse_beyond_noise": sum(x["worse"] for x in rows),
                 "gainable_bases": len(rec), "mean_recovery": statistics.mean(rec) if rec else None,
+                "median_recovery": statistics.median(rec) if rec else None,
                 "worst_recovery": min(rec) if rec else None,
                 "mean_rel_change": statistics.mean(x["rel_change"] for x in rows),
                 "mean_steps_run": statistics.mean(x["steps_run"] for x in rows),
-                "mean_cost_ratio": statistics.mean(cost) if cost else None}
+                "mean_cost_ratio": statistics.mean(cost) if cost else None,
+                "max_cost_per_step_images": max((r["rules"][rule]["cost_per_step"] for r in results
+                                                 if r["half"] == half and r["kind"] == "image"
+                                                 and "cost_per_step" in r["rules"][rule]), default=None)}
     return out
 
 
@@ -232,15 +238,19 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
              "(base − oracle), on the bases where the oracle (best step of the best fixed-η scheme, chosen with "
              f"the test metric) beats the base by more than {NOISE_SIGMAS:g}σ of the metric's noise (σ: the "
              "base's metric over 3 latent seeds); *worse*: the rule ends more than that above the base. Cost: "
-             f"wall time relative to {BUDGET} plain steps of the same base.", "",
-             "| half | rule | bases | worse beyond noise | gainable | mean recovery | worst recovery | "
-             "mean change | mean steps run | cost |", "|---|---|---|---|---|---|---|---|---|---|"]
+             f"wall time relative to {BUDGET} plain steps of the same base, timed back to back in one process; "
+             "per step run: that ratio times 25 / the steps the rule ran (on 2D bases a step costs "
+             "milliseconds and the checks dominate, so only images are shown).", "",
+             "| half | rule | bases | worse beyond noise | gainable | mean recovery | median recovery | "
+             "worst recovery | mean change | mean steps run | cost | worst cost per step run, images |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, row in summary.items():
         half, rule = key.split(" | ")
         cost = "–" if row["mean_cost_ratio"] is None else f"{row['mean_cost_ratio']:.2f}×"
+        per_step = "–" if row["max_cost_per_step_images"] is None else f"{row['max_cost_per_step_images']:.2f}×"
         lines.append(f"| {half} | {rule} | {row['bases']} | {row['worse_beyond_noise']} | {row['gainable_bases']} | "
-                     f"{_pct(row['mean_recovery'])} | {_pct(row['worst_recovery'])} | "
-                     f"{100 * row['mean_rel_change']:+.1f}% | {row['mean_steps_run']:.1f} | {cost} |")
+                     f"{_pct(row['mean_recovery'])} | {_pct(row['median_recovery'])} | {_pct(row['worst_recovery'])} | "
+                     f"{100 * row['mean_rel_change']:+.1f}% | {row['mean_steps_run']:.1f} | {cost} | {per_step} |")
     lines += ["", "## Per base", "", "Each cell: test metric @ step (recovery; ✗ = worse beyond noise). 2D adds HQ % "
               "and modes.", "", "| half | base | base metric ± σ | oracle | " + " | ".join(RULES) + " |",
               "|---|---|---|---|" + "---|" * len(RULES)]
@@ -254,8 +264,28 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
         lines.append(f"| {r['half']} | {r['label']} | {cell({**r['base'], 'step': 0})} ± {r['noise']:.3f} | "
                      f"{o['score']:.3f} ({o['scheme']} @{o['step']}) | "
                      + " | ".join(cell(r["rules"][k]) for k in RULES) + " |")
-    lines += ["", "Why the no-data default stopped where it did, per base:", ""]
-    lines += [f"* {r['label']}: {r['rules']['default, no data']['reason']}" for r in results]
+    replay = replay_table(results)
+    if replay:
+        lines += ["", "## The real-data rule's budget and patience, replayed", "",
+                  f"The default step rule run {LONG_STEPS} steps per base (no stop), the test metric and DataMatch's "
+                  "kernel MMD to the real samples every 5 steps; DataMatch replayed on that curve for each budget "
+                  "and patience. The budget of `refine(G, D, z, real=...)` was chosen on the dev rows.", "",
+                  "| half | budget | patience | bases | worse beyond noise | mean recovery | worst recovery | "
+                  "mean step returned |", "|---|---|---|---|---|---|---|---|"]
+        for key, row in replay.items():
+            half, budget, patience = key.split(" | ")
+            lines.append(f"| {half} | {budget} | {patience} | {row['bases']} | {row['worse_beyond_noise']} | "
+                         f"{_pct(row['mean_recovery'])} | {_pct(row['worst_recovery'])} | {row['mean_step']:.1f} |")
+        lines += ["", "Platt-calibrated estimated gain at step 0 (nats; raw: the critic's own logits), per base with a "
+                  "long curve:", "", "| half | base | raw gain | calibrated gain | oracle gain over noise |",
+                  "|---|---|---|---|---|"]
+        for r in (r for r in results if r["long"]):
+            gainable = r["base"]["score"] - r["oracle"]["score"] > NOISE_SIGMAS * r["noise"]
+            lines.append(f"| {r['half']} | {r['label']} | {r['long']['gain_raw']:.3g} | "
+                         f"{r['long']['gain_calibrated']:.3g} | {'yes' if gainable else 'no'} |")
+    lines += ["", "Why the defaults stopped where they did, per base:", ""]
+    lines += [f"* {r['label']}: no data: {r['rules']['default, no data']['reason']}; real data: "
+              f"{r['rules']['default, real data']['reason']}" for r in results]
     return "\n".join(lines) + "\n"
 
 
@@ -282,23 +312,6 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- main
-def cached_run(job: dict) -> dict:
-    a = job["args"]
-    settings = {"job": {k: v for k, v in job.items() if k != "args"}, "seed": a.seed, "n": a.n, "emd_n": a.emd_n,
-                "max_steps": a.max_steps, "image_n": a.image_n, "image_max_steps": a.image_max_steps,
-                "refine": repr(dgflow.flow.refine_defaults("steps", "eta", "clip", "stop", "auto_step", "gamma"))}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    cache = CACHE_DIR / f"{job['label'].replace(' ', '_')}_{key}.json"
-    if cache.is_file() and not a.fresh:
-        return json.loads(cache.read_text())
-    t0 = time.perf_counter()
-    res = run_base(job)
-    res["seconds"] = round(time.perf_counter() - t0, 1)
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(res))
-    return json.loads(cache.read_text())
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", choices=["dev", "test", "all"], default="all")
@@ -310,6 +323,9 @@ def main(argv=None) -> int:
     p.add_argument("--image-max-steps", type=int, default=40, help="oracle scan of the image bases")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--long", choices=["dev", "test", "all", "none"], default="all",
+                   help=f"halves whose bases also run the default step rule for {LONG_STEPS} steps (the "
+                        "real-data rule's design curves)")
     p.add_argument("--fresh", action="store_true")
     p.add_argument("--out", default=str(RESULTS / "safe_defaults"))
     a = p.parse_args(argv)
@@ -317,14 +333,19 @@ def main(argv=None) -> int:
     jobs = [j for j in jobs_of(a.split) if not a.only or j["label"] in a.only]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=a.workers) as pool:
-        results = list(pool.map(cached_run, [{**j, "args": a} for j in jobs]))
+        order = sorted(range(len(jobs)), key=lambda i: jobs[i]["kind"] != "image")  # the long runs first
+        done = dict(zip(order, pool.map(run_base, [{**jobs[i], "args": a} for i in order])))
+        results = [done[i] for i in range(len(jobs))]
     wall = time.perf_counter() - t0
     summary = summarise(results)
     out = Path(a.out)
     out.with_suffix(".json").write_text(json.dumps({"command": a.command, "split_file": str(SPLIT_FILE.name),
                                                     "noise_sigmas": NOISE_SIGMAS, "oracle_etas": ORACLE_ETAS,
                                                     "budget": BUDGET, "wall_seconds": round(wall, 1),
-                                                    "summary": summary, "bases": results}, indent=1) + "\n")
+                                                    "budgets": {"no data": dgflow.flow.DEFAULT_STEPS,
+                                                                "real data": dgflow.flow.DATA_STEPS},
+                                                    "summary": summary, "replay": replay_table(results),
+                                                    "bases": results}, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(results, summary, a, wall))
     plot(results, out.with_suffix(".png"))
     print(out.with_suffix(".md").read_text())

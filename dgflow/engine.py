@@ -55,6 +55,8 @@ class RunInfo:
             step a rule with a ``finish`` method chose (:class:`dgflow.stopping.DataMatch`: its
             best check); ``None`` if the budget ended the flow at its last state.
         stop_reason: why the flow ended where it did, in words.
+        stop_rule: the stop rule's settings and findings (its ``as_dict()``, e.g. DataMatch's
+            checks' bandwidth and the critic's calibrated gain), or ``{}``.
         params: what the method resolved at the first step, e.g. ``eta`` and the drift cap
             ``cap`` of refine, ``k_eff`` of DOT.
         history: per-step diagnostics (:func:`step_stats` and ``step``), one dict per update.
@@ -65,6 +67,7 @@ class RunInfo:
     steps_run: int = 0
     stop_step: Optional[int] = None
     stop_reason: str = ""
+    stop_rule: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
 
@@ -78,7 +81,8 @@ class RunInfo:
 
     def as_dict(self) -> dict:
         return {"method": self.method, "steps": self.steps, "steps_run": self.steps_run,
-                "stop_step": self.stop_step, "stop_reason": self.stop_reason, "params": dict(self.params), "history": list(self.history)}
+                "stop_step": self.stop_step, "stop_reason": self.stop_reason, "stop_rule": dict(self.stop_rule),
+                "params": dict(self.params), "history": list(self.history)}
 
 
 def step_stats(z: torch.Tensor, logits: torch.Tensor, grad: torch.Tensor,
@@ -185,6 +189,9 @@ def finish_stop(stop: Stop | None, state: torch.Tensor, info: RunInfo) -> torch.
         chosen, state = finish(end, state)
         info.stop_step = None if chosen == info.steps else chosen
         end = chosen
+    as_dict = getattr(stop, "as_dict", None)
+    if callable(as_dict):
+        info.stop_rule = dict(as_dict())
     reason = getattr(stop, "reason", None)
     if isinstance(reason, str):
         info.stop_reason = reason

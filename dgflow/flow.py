@@ -27,7 +27,12 @@ from .solvers import SOLVERS, Problem, make_settings
 from .steps import AUTO_STEP
 from .stopping import AtChance, DataMatch
 
-__all__ = ["refine", "generate", "check_refine_kwargs", "refine_defaults", "resolve_stop", "PAPER"]
+__all__ = ["refine", "generate", "check_refine_kwargs", "refine_defaults", "resolve_stop", "resolve_steps", "PAPER",
+           "DEFAULT_STEPS", "DATA_STEPS"]
+
+#: ``steps=None``: the budget without real data, and with ``real=`` data (docs/design.md §8.3)
+DEFAULT_STEPS = 25
+DATA_STEPS = 100
 
 # The DGflow authors' scheme (docs/design.md §1, §7): ``refine(G, D, z, **dgflow.PAPER)`` is their
 # update exactly, a fixed step, no drift cap and no stop rule (Glow: ``{**dgflow.PAPER, "eta": 0.05}``).
@@ -38,7 +43,7 @@ def refine(
     generator: Optional[Model],
     critic: Model,
     z: torch.Tensor,
-    steps: int = 25,
+    steps: int | None = None,
     eta: float | str = "auto",
     gamma: float = 0.01,
     divergence: DivergenceLike = "kl",
@@ -68,7 +73,10 @@ def refine(
             critic its output (a log density ratio up to scale). See :mod:`dgflow.critics` for
             other conventions (probabilities, flipped sign, temperature).
         z: latents (N, ...) on any device, floating dtype; the result has the same device/dtype.
-        steps: number of flow steps (``0`` returns a copy of ``z``).
+        steps: number of flow steps, the budget of a stop rule (``0`` returns a copy of ``z``).
+            ``None`` (the default): :data:`DEFAULT_STEPS` (25); with ``real`` data and
+            ``stop="auto"``, :data:`DATA_STEPS` (100), since the data, not the budget, then ends the
+            flow (on every development base it ended before step 25 on its own).
         eta: step size of the flow (time per step), or ``"auto"``: chosen once, from the
             first step, so that the median drift length ||eta * s(d) grad d|| over the batch is
             ``auto_step`` (see :func:`dgflow.steps.auto_eta`). This makes the step invariant to the
@@ -132,11 +140,12 @@ def refine(
             ``torch.no_grad()`` or a detached output), or for an invalid argument (named).
     """
     z = check_latents(z)
+    steps = resolve_steps(steps, stop, real)
     settings = make_settings(steps, eta, gamma, divergence, auto_step=auto_step, clip=clip, solver=solver,
                              rtol=rtol, atol=atol)
     batch_size = check_batch_size(batch_size)
     check_models(generator, critic)
-    stop = resolve_stop(stop, real, generator, batch_size)
+    stop = resolve_stop(stop, real, generator, batch_size, critic)
     every = trajectory_every(return_trajectory)
     problem = Problem(generator, critic, batch_size, make_rng(generator_rng, z.device))
     update = SOLVERS[settings.solver](settings, problem)
@@ -147,13 +156,21 @@ def refine(
     return result[0] if len(result) == 1 else result
 
 
+def resolve_steps(steps: int | None, stop: object, real: object) -> int:
+    """The step budget of :func:`refine`'s ``steps``: ``None`` is :data:`DATA_STEPS` when real data
+    ends the flow (``stop="auto"`` with ``real``), else :data:`DEFAULT_STEPS`."""
+    if steps is not None:
+        return steps
+    return DATA_STEPS if real is not None and isinstance(stop, str) else DEFAULT_STEPS
+
+
 def resolve_stop(stop: Stop | str | None, real: torch.Tensor | None, generator: Optional[Model],
-                 batch_size: int | None) -> Stop | None:
+                 batch_size: int | None, critic: Optional[Model] = None) -> Stop | None:
     """The stop rule of :func:`refine`'s ``stop`` and ``real`` arguments (a fresh one per run)."""
     if isinstance(stop, str):
         if stop != "auto":
             raise ValueError(f"stop must be 'auto', None or a callable (step, z, logits) -> bool, got {stop!r}")
-        return DataMatch(real, generator, batch_size=batch_size) if real is not None else AtChance()
+        return DataMatch(real, generator, critic, batch_size=batch_size) if real is not None else AtChance()
     if real is not None:
         raise ValueError("real is read by stop='auto' only; with another stop rule give the real data to that rule")
     return check_stop(stop)
@@ -166,7 +183,10 @@ def check_refine_kwargs(kwargs: Mapping[str, object]) -> None:
     unknown = sorted(k for k in kwargs if k not in params or k in ("generator", "critic", "z"))
     if unknown:
         raise TypeError(f"refine() got unknown keyword arguments {unknown}")
-    make_settings(**{k: kwargs[k] for k in inspect.signature(make_settings).parameters if k in kwargs})
+    settings = {k: kwargs[k] for k in inspect.signature(make_settings).parameters if k in kwargs}
+    if "steps" in settings:
+        settings["steps"] = resolve_steps(settings["steps"], kwargs.get("stop", "auto"), kwargs.get("real"))
+    make_settings(**settings)
     resolve_stop(kwargs.get("stop", "auto"), kwargs.get("real"), None, None)
     check_batch_size(kwargs.get("batch_size"))
     make_callback(kwargs.get("callback"))

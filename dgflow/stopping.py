@@ -7,9 +7,10 @@ chosen on the development half of the bases of ``benchmarks/safe_defaults.py``:
   how much the critic says there is to gain (:func:`estimated_gain`); below
   :data:`AT_CHANCE_GAIN` nats the critic cannot tell the samples from data, and the batch is
   returned unchanged. Otherwise the flow runs its ``steps``.
-* :class:`DataMatch` (``refine(..., real=x_real)``): every few steps, the kernel MMD between the
-  decoded samples and held-out real samples; the flow ends once it has stopped falling and the
-  best state seen is returned.
+* :class:`DataMatch` (``refine(..., real=x_real)``, a budget of 100 steps): every few steps, the
+  kernel MMD between the decoded samples and held-out real samples; the flow ends once it has
+  stopped falling and the best state seen is returned. It also records the critic's estimated
+  gain after calibration on the real samples (:func:`calibrated_gain`).
 
 Two more, measured in ``benchmarks/step_rules.py``:
 
@@ -31,6 +32,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ._checks import check_batch_size, check_float, check_int
+from .calibration import fit_affine
 from .engine import record_steps
 from .passes import generate, logits
 
@@ -249,10 +251,32 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float, scales: Sequence[fl
             - 2 * _kernel_mean(torch.cdist(x, y).pow(2), bandwidth, scales, False))
 
 
+def calibrated_gain(d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[float, tuple[float, float]]:
+    """:func:`estimated_gain` of the fakes' logits after Platt scaling a*d + b on real vs fake logits
+    (:func:`dgflow.calibration.fit_affine`), in nats whatever the critic's scale; and (a, b).
+
+    A critic that ranks backwards or not at all (a <= 0) has nothing to gain (0); one whose fit
+    diverges (the logits separate the two sets perfectly) an unbounded gain (``inf``).
+    """
+    try:
+        a, b = fit_affine(d_real, d_fake, "platt")
+    except FloatingPointError:  # the logits separate real from fake perfectly
+        return math.inf, (math.inf, math.nan)
+    return (estimated_gain(a * d_fake) if a > 0 else 0.0), (a, b)
+
+
 class DataMatch:
     """Stop rule with held-out real data: end the flow once the samples stop getting closer to it.
 
-    Every ``every`` steps (and at the last), the first ``max_points`` latents of the batch are
+    Before the first update, with the ``critic`` given (as :func:`dgflow.refine` does), the critic
+    is calibrated on the real samples and the batch (:func:`calibrated_gain`, kept in :attr:`gain`
+    and :attr:`calibration`); with ``min_gain`` set, a gain in nats below it means the critic is at
+    chance and the batch comes back unchanged, a test that does not depend on the critic's scale
+    (a WGAN critic's, say). It is off by default: on the development bases, gainable 2D WGAN-GP
+    bases had calibrated gains of 0.011-0.013 nats and bases nothing could improve 0.015-0.019
+    (docs/design.md §8.3), so the MMD checks decide.
+
+    Then every ``every`` steps (and at the last), the first ``max_points`` latents of the batch are
     decoded and their kernel MMD to ``real`` is taken (:func:`mmd2`, Gaussian kernels at
     :data:`MMD_SCALES` times the median squared distance between real points). The flow ends once
     ``patience`` checks in a row have not improved on the best, and :func:`dgflow.refine` returns
@@ -263,14 +287,18 @@ class DataMatch:
     Args:
         real: held-out real samples (M, ...), M >= 2, in the generator's output space.
         generator: the generator of the run (``None``: data-space refinement).
+        critic: the run's critic, for the at-chance test (``None``: no test).
         every: check spacing in steps (decoding costs one forward pass of ``max_points`` samples).
         patience: checks without improvement before the flow ends.
         max_points: samples of the batch and of ``real`` compared (the first ones).
         batch_size: decode in chunks of this size.
+        min_gain: the at-chance threshold, nats (``None``: no test; :data:`AT_CHANCE_GAIN` is
+            :class:`AtChance`'s).
     """
 
-    def __init__(self, real: torch.Tensor, generator: Optional[Model] = None, every: int = 5, patience: int = 2,
-                 max_points: int = 1000, batch_size: Optional[int] = None):
+    def __init__(self, real: torch.Tensor, generator: Optional[Model] = None, critic: Optional[Model] = None,
+                 every: int = 5, patience: int = 2, max_points: int = 1000, batch_size: Optional[int] = None,
+                 min_gain: Optional[float] = None):
         if not isinstance(real, torch.Tensor) or real.dim() < 1 or len(real) < 2:
             raise ValueError("real must be a tensor of at least 2 held-out real samples (M, ...)")
         if not bool(torch.isfinite(real).all()):
@@ -279,12 +307,18 @@ class DataMatch:
         self.patience = check_int(patience, "patience", 1)
         self.max_points = check_int(max_points, "max_points", 2)
         self.batch_size = check_batch_size(batch_size)
-        self.generator = generator
+        self.min_gain = None if min_gain is None else check_float(min_gain, "min_gain")
+        if self.min_gain is not None and self.min_gain < 0:
+            raise ValueError(f"min_gain must be >= 0 or None, got {min_gain}")
+        self.generator, self.critic = generator, critic
         self.real = real.detach()[: self.max_points]
         y = self.real.flatten(1).double()
         d2 = torch.cdist(y, y).pow(2)  # for the bandwidth and the real-real kernel term, once
         self.bandwidth = _median_offdiag(d2[:1000, :1000])  # median_bandwidth's first 1,000 points
         self._yy = _kernel_mean(d2, self.bandwidth, MMD_SCALES, True)
+        self.gain: Optional[float] = None
+        self.calibration: Optional[tuple[float, float]] = None
+        self._started = False  # whether this run's step 0 was seen (a run of 0 steps has none)
         self._reset()
 
     def _reset(self) -> None:
@@ -295,7 +329,23 @@ class DataMatch:
 
     def as_dict(self) -> dict:
         return {"rule": "DataMatch", "every": self.every, "patience": self.patience, "max_points": self.max_points,
-                "n_real": len(self.real), "bandwidth": self.bandwidth}
+                "n_real": len(self.real), "bandwidth": self.bandwidth, "min_gain": self.min_gain,
+                "gain": self.gain, "calibration": self.calibration}
+
+    @property
+    def at_chance(self) -> bool:
+        return self.gain is not None and self.min_gain is not None and self.gain < self.min_gain
+
+    @property
+    def reason(self) -> str:
+        if self.at_chance:
+            return (f"critic at chance on the real data: calibrated gain {self.gain:.3g} < {self.min_gain:g} "
+                    "nats, latents returned unchanged")
+        if self.step is None:
+            return "not run"
+        first, last = min(self.history), max(self.history)
+        return (f"kernel MMD^2 to the real samples lowest at step {self.step}: {self.history[self.step]:.3g} "
+                f"(step {first}: {self.history[first]:.3g}; {len(self.history)} checks to step {last})")
 
     def score(self, z: torch.Tensor) -> float:
         """The MMD of the decoded first ``max_points`` latents of ``z`` to the real samples."""
@@ -310,9 +360,19 @@ class DataMatch:
         else:
             self._since_best += 1
 
+    def _calibrate(self, fake_logits: torch.Tensor) -> None:
+        self.gain = self.calibration = None
+        if self.critic is not None:
+            d_real = logits(None, self.critic, self.real, self.batch_size).to(fake_logits.device)
+            self.gain, self.calibration = calibrated_gain(d_real, fake_logits.detach().flatten())
+
     def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor) -> bool:
         if step == 0:
             self._reset()
+            self._calibrate(logits)
+            self._started = True
+            if self.at_chance:
+                return True
         if step % self.every:
             return False
         self._check(step, z)
@@ -321,9 +381,11 @@ class DataMatch:
     def finish(self, step: int, z: torch.Tensor) -> tuple[int, torch.Tensor]:
         """The (step, state) to return when the flow has ended at ``step`` with state ``z``: the
         best checked one (``z`` itself is checked first if the budget ended the flow)."""
-        if step == 0:  # a run of 0 steps: nothing was checked in this run
+        if step == 0:  # a run of 0 steps, or a critic at chance: the state is the start
             self._reset()
+            if not self._started:
+                self.gain = self.calibration = None
+        self._started = False
         if step not in self.history:
             self._check(step, z)
         return self.step, self._best
-

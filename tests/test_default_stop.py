@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import dgflow
-from dgflow.stopping import AT_CHANCE_GAIN, AtChance, DataMatch, estimated_gain, median_bandwidth, mmd2
+from dgflow.stopping import (AT_CHANCE_GAIN, AtChance, DataMatch, calibrated_gain, estimated_gain, median_bandwidth,
+                             mmd2)
 
 
 def test_estimated_gain_is_the_variance_for_gaussian_logits_and_zero_for_constant_ones():
@@ -89,6 +90,54 @@ def test_data_match_returns_the_best_checked_state_of_an_overshooting_flow():
     assert torch.equal(dgflow.refine(None, critic, z, stop=rule, **{**kw, "steps": 0}), z)  # reused: a fresh run
 
 
+def test_with_real_data_the_at_chance_test_is_calibrated_so_the_critic_scale_does_not_matter():
+    # data N(m, I), samples N(0, I); the exact log ratio shrunk 1,000 times (a WGAN-like critic of small
+    # scale): its raw estimated gain is ~1e-6 "nats", so the data-free default leaves the batch alone,
+    # but calibrated on the real samples it is the exact ratio again, gain ~ m^2 = 2.25 nats
+    m = torch.tensor([1.5, 0.0])
+    g = torch.Generator().manual_seed(8)
+    z, real = torch.randn(1000, 2, generator=g), torch.randn(1000, 2, generator=g) + m
+    small = lambda x: 1e-3 * (x @ m - m.dot(m) / 2)  # noqa: E731
+    kw = dict(steps=60, eta="auto", gamma=0.0, generator_rng=0, return_info=True)
+    out, info = dgflow.refine(None, small, z, **kw)
+    assert torch.equal(out, z) and "at chance" in info.stop_reason
+    assert info.stop_rule["rule"] == "AtChance" and info.stop_rule["gain"] < 1e-4
+    rule = DataMatch(real, None, small, min_gain=AT_CHANCE_GAIN)
+    out, info = dgflow.refine(None, small, z, stop=rule, **kw)
+    assert rule.gain == pytest.approx(2.25, rel=0.15) and rule.calibration[0] == pytest.approx(1000, rel=0.15)
+    assert float((out.mean(0) - m).norm()) < 0.3 and "MMD" in info.stop_reason
+    # real= runs the same flow (its rule records the gain but tests nothing)
+    out2, info2 = dgflow.refine(None, small, z, real=real, **kw)
+    assert torch.equal(out, out2) and info2.stop_rule["gain"] == pytest.approx(rule.gain)
+    assert info2.stop_rule["min_gain"] is None and info2.as_dict()["stop_rule"]["rule"] == "DataMatch"
+    # samples already distributed like the data: a critic of any scale is at chance on them
+    twin = torch.randn(1000, 2, generator=g) + m
+    for scale in (1e-3, 1.0, 1e3):
+        noisy = lambda x: scale * torch.sin(7 * x[:, 1])  # noqa: E731  (uninformative about the shift)
+        rule = DataMatch(real, None, noisy, min_gain=AT_CHANCE_GAIN)
+        out, info = dgflow.refine(None, noisy, twin, stop=rule, **kw)
+        assert torch.equal(out, twin) and info.stop_step == 0 and "at chance on the real data" in info.stop_reason
+        assert rule.gain < AT_CHANCE_GAIN and not DataMatch(real, None, noisy).at_chance
+    assert calibrated_gain(torch.tensor([1.0, 2.0]), torch.tensor([-1.0, -2.0]))[0] > 1.0  # separable
+    assert calibrated_gain(-torch.arange(50.0) / 50, torch.arange(50.0) / 50)[0] == 0.0  # ranks backwards
+    with pytest.raises(ValueError, match="min_gain"):
+        DataMatch(real, min_gain=-1)
+
+
+def test_the_default_budget_is_25_steps_and_100_when_real_data_ends_the_flow():
+    m = torch.tensor([1.5, 0.0])
+    g = torch.Generator().manual_seed(9)
+    z, real = torch.randn(300, 2, generator=g), torch.randn(300, 2, generator=g) + m
+    critic = lambda x: x @ m  # noqa: E731
+    steps = lambda **kw: dgflow.refine(None, critic, z, generator_rng=0, return_info=True, **kw)[1].steps  # noqa: E731
+    assert steps() == steps(stop=None) == dgflow.flow.DEFAULT_STEPS == 25
+    assert steps(real=real) == dgflow.flow.DATA_STEPS == 100
+    assert steps(real=real, steps=10) == 10 and steps(stop=DataMatch(real)) == 25  # a rule object: no real=
+    dgflow.flow.check_refine_kwargs({"steps": None, "real": real})
+    with pytest.raises(ValueError, match="steps"):
+        dgflow.flow.check_refine_kwargs({"steps": -1})
+
+
 def test_data_match_and_real_argument_errors():
     z = torch.randn(10, 2)
     with pytest.raises(ValueError, match="real is read by stop='auto' only"):
@@ -152,6 +201,9 @@ def test_cli_real_and_no_auto_stop(tmp_path):
     assert rule["rule"] == "DataMatch" and rule["n_real"] == 400
     a = load_shards(tmp_path / "a", keys=("z", "z_refined", "stop_step"))
     assert 0 < int(a["stop_step"][0]) < 60
+    no_steps = [x for x in args if x not in ("--steps", "60")]
+    assert main(["refine", *no_steps, "--real", str(tmp_path / "real.npy"), "--out", str(tmp_path / "d")]) == 0
+    assert json.loads((tmp_path / "d" / "run.json").read_text())["refine"]["steps"] == 100  # refine(real=)'s budget
     assert np.linalg.norm(a["z_refined"].mean(0) - [1.5, 0.0]) < 0.25  # near the data, not past it
     assert main(["refine", *args, "--no-auto-stop", "--out", str(tmp_path / "b")]) == 0
     b = load_shards(tmp_path / "b", keys=("z_refined",))

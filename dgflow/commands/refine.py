@@ -30,6 +30,7 @@ from torch import nn
 
 from ..critics import CONVENTIONS, as_logit
 from ..divergences import WEIGHTS
+from ..flow import DATA_STEPS, DEFAULT_STEPS
 
 #: refine() arguments the command line sets; unset ones come from the zoo entry, else refine()
 FLOW_ARGS = ("steps", "eta", "gamma", "divergence", "clip")
@@ -66,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="number of samples (under torchrun write -n or --num-samples: torchrun's own "
                         "parser takes --n for a prefix of its --nnodes)")
     p.add_argument("--out", required=True, help="output folder of the shards (resumed if it exists)")
-    defaults = ", ".join(f"{k} {v}" for k, v in refine_defaults().items())
+    defaults = ", ".join(f"{k} {v}" for k, v in refine_defaults().items() if k != "steps")
+    defaults = f"steps {DEFAULT_STEPS} ({DATA_STEPS} with --real), {defaults}"
     flow = p.add_argument_group(f"flow (default: the zoo entry's settings, else dgflow.refine's: {defaults})")
     flow.add_argument("--steps", type=int)
     flow.add_argument("--eta", type=_eta, help="step size, or 'auto' (see dgflow.refine)")
@@ -78,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="held-out real samples (.npy, .npz with one array or 'x', or .pt tensor) in the "
                            "generator's output space: each chunk then stops by dgflow.stopping.DataMatch "
                            "(refine's default rule with real data: the kernel MMD to them every 5 steps, best "
-                           "state kept; --steps is the budget)")
+                           f"state kept; --steps is the budget, default {DATA_STEPS})")
     flow.add_argument("--no-auto-stop", action="store_true",
                       help="run exactly --steps steps (refine's stop=None, the paper's scheme), not refine's "
                            "default stop rule (which leaves a chunk unchanged when the critic is at chance)")
@@ -177,7 +179,8 @@ def stop_rule(args: argparse.Namespace, generator, critic, device: torch.device)
         return None
     if args.real is not None:
         try:
-            return DataMatch(load_samples(args.real, "--real").to(device), generator, batch_size=args.batch_size)
+            return DataMatch(load_samples(args.real, "--real").to(device), generator, critic,
+                             batch_size=args.batch_size)
         except ValueError as exc:
             raise SystemExit(f"dgflow refine: --real: {exc}") from exc
     if args.stop_real is None:
@@ -324,6 +327,7 @@ def refine_kwargs(args: argparse.Namespace, model_defaults: dict) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     from ..distributed import refine_to_shards
+    from ..flow import resolve_steps
 
     if args.threads is not None:
         if args.threads < 1:
@@ -337,6 +341,7 @@ def main(args: argparse.Namespace) -> int:
             info["text_vocab"] = args.text_vocab
         vocab = None if args.no_decode else info.get("text_vocab")
         kw["stop"] = stop_rule(args, gen, critic, device)
+        kw["steps"] = resolve_steps(kw.get("steps"), "auto", args.real)  # --real: refine(real=...)'s budget
         if args.channels_last:
             info["channels_last"] = True
             for m in (gen, critic):

@@ -1,0 +1,172 @@
+"""The bases, scorers and shared runs of the safe-defaults study (``benchmarks/safe_defaults.py``).
+
+* :func:`jobs_of` reads the development / test split (``benchmarks/configs/safe_defaults_bases.yaml``);
+* :func:`setup` loads one base with its test-metric scorer, latents and held-out real samples;
+* :func:`long_curve`: the default step rule run far past the budget with, every 5 steps, the test
+  metric and the kernel MMD to the real samples :class:`dgflow.stopping.DataMatch` would see, and
+  the critic's raw and Platt-calibrated estimated gain at step 0 (what the real-data rule is
+  designed from, on the development half);
+* :func:`replay_datamatch`: what DataMatch with a given budget and patience returns on such a curve.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import yaml
+
+import dgflow
+import dgflow.zoo
+from dgflow.calibration import fit_affine
+from dgflow.io import read_metadata
+from dgflow.passes import logits as critic_logits
+from dgflow.stopping import DataMatch, estimated_gain
+
+from . import BASES_DIR, BENCHMARKS, SCRATCH
+from .bases import load_toy2d_base, register_gan_base, toy2d_base_path
+
+SPLIT_FILE = BENCHMARKS / "configs" / "safe_defaults_bases.yaml"
+CACHE_DIR = SCRATCH / "safe_defaults"
+
+
+def jobs_of(split: str) -> list[dict]:
+    """The bases of ``split`` (``dev``, ``test`` or ``all``), in the split file's order."""
+    spec = yaml.safe_load(SPLIT_FILE.read_text())
+    jobs = []
+    for half in ("dev", "test") if split == "all" else (split,):
+        for ds, loss, seed, iters in spec[half].get("toy2d", []):
+            jobs.append({"half": half, "kind": "2d", "dataset": ds, "label": f"{ds} {loss} s{seed} it{iters}",
+                         "path": str(toy2d_base_path(ds, loss, seed, iters))})
+        for name in spec[half].get("image", []):
+            jobs.append({"half": half, "kind": "image", "dataset": "fmnist", "model": name,
+                         "label": name.replace(".safetensors", "").replace("_", "-")})
+    return jobs
+
+
+def load_image_base(model: str):
+    """(generator, critic) of a zoo model, or of a weights file under BASES_DIR written by
+    train_fmnist_gan.py (registered in a scratch zoo from its metadata, so the zoo builds it)."""
+    if not model.endswith(".safetensors"):
+        m = dgflow.zoo.load(model)
+        return m.generator, m.critic
+    path = BASES_DIR / model
+    meta = read_metadata(path)
+    zoo = CACHE_DIR / f"zoo_{path.stem}.yaml"
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    name = f"fmnist-{meta['base']}"
+    register_gan_base(zoo, name, path, meta)
+    m = dgflow.zoo.load(name, zoo=zoo)
+    return m.generator, m.critic
+
+
+class Scorer2D:
+    """EMD to ``emd_n`` fresh points (the score), HQ % and modes; ``real``: 2,000 other points."""
+
+    def __init__(self, ds: str, seed: int, emd_n: int):
+        from dgflow.data import toy2d
+        self.ds, self.emd_n = ds, emd_n
+        self.test = toy2d.sample(ds, emd_n, torch.Generator().manual_seed(seed + 2))
+        self.real = toy2d.sample(ds, 2000, torch.Generator().manual_seed(seed + 3))
+
+    def __call__(self, x: torch.Tensor) -> dict:
+        from dgflow.metrics.toy2d import emd, report
+        r = report(self.ds, x)
+        return {"score": emd(x[: self.emd_n], self.test), "hq": r["hq"], "modes": r.get("modes"),
+                "modes_1pct": r.get("modes_1pct")}
+
+
+class ScorerImage:
+    """FID (FMNIST-CNN features) against the test split; ``real``: held-out train images."""
+
+    def __init__(self, seed: int):
+        from benchlib.evaluation import reference_sets
+        from dgflow.metrics import fid as fidlib
+        self.fidlib = fidlib
+        self.ext = fidlib.CNNFeatures.from_file()
+        refs = reference_sets(self.ext, "fmnist", seed, progress=False)
+        self.test, self.real = refs["test"], refs["real"]
+
+    def __call__(self, x: torch.Tensor) -> dict:
+        f = self.fidlib
+        return {"score": f.frechet_distance(f.gaussian_stats(f.extract(self.ext, x, 500)), self.test)}
+
+
+@dataclass
+class Base:
+    g: object
+    d: object
+    scorer: Callable[[torch.Tensor], dict]
+    z: torch.Tensor
+    prior: Callable[[int, int], torch.Tensor]
+    max_steps: int  # the oracle scan
+    batch_size: int | None
+
+    @property
+    def real(self) -> torch.Tensor:
+        return self.scorer.real
+
+    def score(self, latents: torch.Tensor) -> dict:
+        return self.scorer(dgflow.generate(self.g, latents, self.batch_size))
+
+
+def setup(job: dict, a) -> Base:
+    """One base of the study, its scorer and its seeded latents (``a``: the script's arguments)."""
+    torch.set_num_threads(1)
+    if job["kind"] == "2d":
+        g, d = load_toy2d_base(job["path"])
+        scorer, n, max_steps, bs = Scorer2D(job["dataset"], a.seed, a.emd_n), a.n, a.max_steps, None
+        prior = lambda k, s: torch.randn(k, 2, generator=torch.Generator().manual_seed(s))  # noqa: E731
+    else:
+        g, d = load_image_base(job["model"])
+        scorer, n, max_steps, bs = ScorerImage(a.seed), a.image_n, a.image_max_steps, 500
+        prior = lambda k, s: g.sample_prior(k, generator=torch.Generator().manual_seed(s))  # noqa: E731
+    return Base(g, d, scorer, prior(n, a.seed), prior, max_steps, bs)
+
+
+def noise_of(b: Base, seed: int, base_score: float) -> float:
+    """The metric's noise: the standard deviation of the base's score over 3 latent seeds."""
+    return statistics.stdev([base_score] + [b.score(b.prior(len(b.z), seed + 100 + i))["score"] for i in range(2)])
+
+
+LONG_STEPS = 100
+
+
+def long_curve(b: Base, seed: int, steps: int = LONG_STEPS) -> dict:
+    """The default step rule (no stop) for ``steps`` steps: every 5 steps the test score and the MMD
+    DataMatch computes; the step-0 raw and Platt-calibrated estimated gains."""
+    dm = DataMatch(b.real, b.g, batch_size=b.batch_size)
+    d_fake = critic_logits(b.g, b.d, b.z, b.batch_size)
+    d_real = critic_logits(None, b.d, dm.real, b.batch_size)
+    try:
+        a_cal, b_cal = fit_affine(d_real, d_fake, "platt")
+        gain_cal = estimated_gain(a_cal * d_fake) if a_cal > 0 else 0.0
+    except FloatingPointError:  # the critic separates the two sets perfectly
+        a_cal = b_cal = gain_cal = float("inf")
+    _, traj = dgflow.refine(b.g, b.d, b.z, steps=steps, stop=None, return_trajectory=5,
+                            batch_size=b.batch_size, generator_rng=seed + 4)
+    checks = {5 * i: {"mmd": dm.score(s), **b.score(s)} for i, s in enumerate(traj)}
+    return {"steps": steps, "checks": checks, "gain_raw": estimated_gain(d_fake), "gain_calibrated": gain_cal,
+            "platt": [a_cal, b_cal]}
+
+
+def replay_datamatch(checks: dict, budget: int, patience: int) -> int:
+    """The step DataMatch (checks every 5 steps) returns on a recorded curve with this budget and
+    patience: the best MMD among the checks it reaches before ``patience`` checks without improvement."""
+    best, since = None, 0
+    for step in sorted(checks):
+        if step > budget:
+            break
+        if best is None or checks[step]["mmd"] < checks[best]["mmd"]:
+            best, since = step, 0
+        else:
+            since += 1
+        if since >= patience:
+            break
+    return best
+
+
+def int_keys(d: dict) -> dict:
+    """A recorded curve read back from JSON, with its step keys as ints again."""
+    return {int(k): v for k, v in d.items()}
