@@ -1,6 +1,7 @@
 """Text table: JS-4 / JS-6 of the character-level WGAN-GP base, refined by DGflow, DDLS and DOT.
 
     python benchmarks/text_table.py        # -> benchmarks/results/text_table.{json,md,png}
+    python benchmarks/text_table.py --only "DGflow (defaults, real data)"   # one method, merged in
 
 The base is the zoo model ``text-fortunes-wgangp`` (benchmarks/train_text_gan.py). For each of
 3 seeds, 10,000 prior latents are refined by every method with the same number of gradient steps
@@ -12,6 +13,9 @@ steps. Methods, with nothing tuned to this benchmark:
 * ``DGflow (defaults)``: ``refine(G, D, z, stop=None)``: refine's step rule (25 steps, eta "auto", clip 1)
   without its stop rule, which would return this base unchanged (its WGAN critic's estimated gain,
   0.005, is below :data:`dgflow.stopping.AT_CHANCE_GAIN`: a WGAN critic's logits are not nats);
+* ``DGflow (defaults, real data)``: ``refine(G, D, z, real=x_B)`` with 1,000 strings of held-out
+  half B, one-hot: refine's defaults with real data (budget 100 steps, the kernel MMD to them every
+  5 steps ends the flow; not at equal steps: the table gives the steps it ran);
 * ``DDLS``: ``dgflow.baselines.ddls(G, D, z, 25)`` with the library's default ``eps``;
 * ``DOT``: ``dgflow.baselines.dot(G, D, z, 25)`` with the library's default ``lr``.
 
@@ -34,19 +38,23 @@ import numpy as np
 import torch
 
 import dgflow
+import dgflow.flow
 import dgflow.zoo
 from benchlib import RESULTS, command_line, display_path, pyplot
 from dgflow.baselines import ddls, dot
-from dgflow.data.text import FORTUNES_DIR, decode, load_corpus, vocab_of_entry
+from dgflow.data.text import FORTUNES_DIR, decode, encode, load_corpus, one_hot, vocab_of_entry
 from dgflow.metrics.text import NgramReference
-from dgflow.stopping import mean_logit
+from dgflow.passes import logits as critic_logits
+from dgflow.stopping import estimated_gain, mean_logit
 
 MODEL = "text-fortunes-wgangp"
 BLOCK = 16
-METHODS = ("base", "DGflow (paper)", "DGflow (defaults)", "DDLS", "DOT")
+METHODS = ("base", "DGflow (paper)", "DGflow (defaults)", "DGflow (defaults, real data)", "DDLS", "DOT")
+REAL_DATA = 1000  # held-out half B strings given to refine(real=...)
 CALLS = {
     "DGflow (paper)": "dgflow.refine(G, D, z, **dgflow.PAPER)  # steps 25, eta 0.1, gamma 0.01, KL, no cap/stop",
     "DGflow (defaults)": "dgflow.refine(G, D, z, stop=None)  # refine's step rule, 25 steps, no stop rule",
+    "DGflow (defaults, real data)": "dgflow.refine(G, D, z, real=x_B)  # 1,000 one-hot strings of held-out half B",
     "DDLS": "dgflow.baselines.ddls(G, D, z, steps=25)  # default eps",
     "DOT": "dgflow.baselines.dot(G, D, z, steps=25)  # default lr",
 }
@@ -66,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(RESULTS / "text_table"), help="output stem (.json, .md, .png)")
     p.add_argument("--replot", action="store_true", help="only rewrite the .md and .png from the .json")
+    p.add_argument("--only", nargs="+", choices=METHODS, help="run these methods only and merge them into the "
+                                                                "existing .json (same settings)")
     return p.parse_args(argv)
 
 
@@ -93,9 +103,10 @@ def heldout_halves(strings: list[str], n: int, block: int = BLOCK, seed: int = 0
     return a[:n], b[:n]
 
 
-def run_method(name: str, g, d, z: torch.Tensor, steps: int, every: int, seed: int, batch_size: int):
-    """(final latents, {step: latents}, seconds) of one method on ``z``."""
-    record = set(range(0, steps + 1, every))
+def run_method(name: str, g, d, z: torch.Tensor, steps: int, every: int, seed: int, batch_size: int,
+               real: torch.Tensor):
+    """(final latents, {step: latents}, seconds) of one method on ``z`` (``real``: one-hot held-out strings)."""
+    record = set(range(0, dgflow.flow.DATA_STEPS + 1, every))
     states: dict[int, torch.Tensor] = {}
 
     def cb(step, zs, logits):
@@ -111,6 +122,14 @@ def run_method(name: str, g, d, z: torch.Tensor, steps: int, every: int, seed: i
                             batch_size=batch_size)
     elif name == "DGflow (defaults)":
         out = dgflow.refine(g, d, z, steps=steps, stop=None, generator_rng=rng, callback=cb, batch_size=batch_size)
+    elif name == "DGflow (defaults, real data)":
+        out, info = dgflow.refine(g, d, z, real=real, generator_rng=rng, callback=cb, batch_size=batch_size,
+                                  return_info=True)
+        secs = time.perf_counter() - t  # the states by step are the flow's; the one returned is info.stop_step's
+        back = info.steps_run if info.stop_step is None else info.stop_step
+        return out, states, secs, {"steps_run": info.steps_run, "returned_step": back,
+                                   "calibrated_gain": info.stop_rule["gain"],
+                                   "raw_gain": estimated_gain(critic_logits(g, d, z, batch_size))}
     elif name == "DDLS":
         out = ddls(g, d, z, steps, generator_rng=rng, callback=cb, batch_size=batch_size)
     elif name == "DOT":
@@ -120,7 +139,7 @@ def run_method(name: str, g, d, z: torch.Tensor, steps: int, every: int, seed: i
     secs = time.perf_counter() - t
     if name != "base":
         states[steps] = out.detach().clone()
-    return out, states, secs
+    return out, states, secs, {"steps_run": 0 if name == "base" else steps}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -154,12 +173,15 @@ def main(argv=None) -> int:
     print(f"floor (held-out B vs A): {floor['heldout_B_vs_A']}, train vs A: {floor['train_vs_A']}", flush=True)
 
     g, d = m.generator, m.critic
-    runs: dict[str, dict] = {k: {"by_step": {}, "logit_mean": {}, "seconds": [], "final": []} for k in METHODS}
+    methods = a.only or METHODS
+    real = one_hot(encode(half_b[:REAL_DATA], vocab), len(vocab))
+    runs: dict[str, dict] = {k: {"by_step": {}, "logit_mean": {}, "seconds": [], "final": [], "steps_run": [],
+                                 "returned_step": []} for k in methods}
     examples: dict[str, list[str]] = {}
     for seed in a.seeds:
         z = g.sample_prior(a.n, generator=torch.Generator().manual_seed(seed))
-        for name in METHODS:
-            out, states, secs = run_method(name, g, d, z, a.steps, a.every, seed, a.batch_size)
+        for name in methods:
+            out, states, secs, ran = run_method(name, g, d, z, a.steps, a.every, seed, a.batch_size, real)
             if name == "base":
                 states = {0: z}
             scores, logits = {}, {}
@@ -176,7 +198,15 @@ def main(argv=None) -> int:
             for step, v in logits.items():
                 r["logit_mean"].setdefault(step, []).append(v)
             r["seconds"].append(secs)
-            r["final"].append(scores[max(scores)])
+            r["steps_run"].append(ran["steps_run"])
+            r["returned_step"].append(ran.get("returned_step", ran["steps_run"]))
+            for key in ("calibrated_gain", "raw_gain"):
+                if key in ran:
+                    r.setdefault(key, []).append(ran[key])
+            r["final"].append(scores[max(scores)] if "returned_step" not in ran
+                              else ref(decode(dgflow.generate(g, out, a.batch_size), vocab)))
+            if "returned_step" in ran and seed == a.seeds[0]:
+                examples[name] = decode(dgflow.generate(g, out[:a.examples], a.batch_size), vocab)
             print(f"seed {seed} {name:18s} {secs:6.0f} s  " +
                   "  ".join(f"step {k}: {v['js4']:.4f}/{v['js6']:.4f}" for k, v in sorted(scores.items())),
                   flush=True)
@@ -192,6 +222,8 @@ def main(argv=None) -> int:
                         for step, ss in sorted(r["by_step"].items())},
             "logit_mean_by_step": {str(step): float(np.mean(v)) for step, v in sorted(r["logit_mean"].items())},
             "seconds_mean": float(np.mean(r["seconds"])),
+            "steps_run": r["steps_run"], "returned_step": r["returned_step"],
+            **{k: r[k] for k in ("calibrated_gain", "raw_gain") if k in r},
         }
     wall = time.perf_counter() - t_start
     result = {
@@ -205,12 +237,31 @@ def main(argv=None) -> int:
         "calls": CALLS, "floor": floor, "methods": summary, "examples_seed0": examples,
     }
     stem = Path(a.out)
+    if a.only:
+        result = merged(stem.with_suffix(".json"), result)
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     stem.with_suffix(".md").write_text(markdown(result))
     plot(result, stem.with_suffix(".png"))
     print(f"wrote {stem}.json/.md/.png ({wall / 60:.1f} min)", flush=True)
     return 0
+
+
+def merged(path: Path, new: dict) -> dict:
+    """``new`` (a run of some methods) merged into the results at ``path`` if any (same settings), methods in
+    :data:`METHODS` order; both commands are kept."""
+    if not path.is_file():  # nothing to merge into: the table of these methods alone
+        return new
+    old = json.loads(path.read_text())
+    keys = ("model", "weights_sha256", "n", "steps", "every", "seeds", "corpus_settings")
+    if any(old.get(k) != new.get(k) for k in keys):
+        raise SystemExit(f"--only: {path} was made with other settings ({', '.join(keys)} must match)")
+    methods = {**old["methods"], **new["methods"]}
+    examples = {**old["examples_seed0"], **new["examples_seed0"]}
+    return {**old, "methods": {k: methods[k] for k in METHODS if k in methods},
+            "examples_seed0": {k: examples[k] for k in METHODS if k in examples},
+            "calls": CALLS, "also_run": old.get("also_run", []) + [
+                {"command": new["command"], "machine": new["machine"], "wall_seconds": new["wall_seconds"]}]}
 
 
 def fmt(mean: float, std: float) -> str:
@@ -222,19 +273,30 @@ def markdown(res: dict) -> str:
     fl, tr = res["floor"]["heldout_B_vs_A"], res["floor"]["train_vs_A"]
     lines = ["# Text: character-level WGAN-GP on the fortunes corpus", "",
              f"Command: `{res['command']}`  ", f"Machine: {res['machine']}; {res['wall_seconds'] / 60:.1f} min wall.",
+             *[f"Then `{x['command']}` ({x['wall_seconds'] / 60:.1f} min wall), merged."
+               for x in res.get("also_run", [])],
              "",
              f"{res['n']:,} strings of 32 characters per method and seed, {res['steps']} gradient steps for every "
              f"method, mean ± std over {len(res['seeds'])} seeds of the latents ({res['std']}). "
              f"JS in bits against {res['n']:,} held-out strings (half A); lower is better.", "",
-             "| method | JS-4 | JS-6 | JS-4 vs base | JS-6 vs base | s / run |", "|---|---|---|---|---|---|"]
+             "| method | JS-4 | JS-6 | JS-4 vs base | JS-6 vs base | steps run (state returned) | s / run |",
+             "|---|---|---|---|---|---|---|"]
     for name, s in res["methods"].items():
         d4 = (s["js4_mean"] / base["js4_mean"] - 1) * 100
         d6 = (s["js6_mean"] / base["js6_mean"] - 1) * 100
+        ran = s.get("steps_run", [0 if name == "base" else res["steps"]])
+        back = s.get("returned_step", ran)
+        ran_txt = "/".join(map(str, ran)) + ("" if back == ran else f" ({'/'.join(map(str, back))})")
         lines.append(f"| {name} | {fmt(s['js4_mean'], s['js4_std'])} | {fmt(s['js6_mean'], s['js6_std'])} | "
-                     f"{d4:+.1f}% | {d6:+.1f}% | {s['seconds_mean']:.0f} |")
-    lines += [f"| floor: held-out half B vs A | {fl['js4']:.4f} | {fl['js6']:.4f} | | | |",
-              f"| 10,000 train strings vs A | {tr['js4']:.4f} | {tr['js6']:.4f} | | | |", "",
+                     f"{d4:+.1f}% | {d6:+.1f}% | {ran_txt} | {s['seconds_mean']:.0f} |")
+    lines += [f"| floor: held-out half B vs A | {fl['js4']:.4f} | {fl['js6']:.4f} | | | | |",
+              f"| 10,000 train strings vs A | {tr['js4']:.4f} | {tr['js6']:.4f} | | | | |", "",
               "Calls (G, D: the zoo model's generator and critic, its WGAN output used as the logit):", ""]
+    gains = {k: s["calibrated_gain"] for k, s in res["methods"].items() if "calibrated_gain" in s}
+    lines[-2:-2] = [f"{k}: the critic's estimated gain per seed, Platt-calibrated on the real strings: "
+                    + ", ".join(f"{g:.3g}" for g in v) + " nats; from its raw logits (what the data-free "
+                    "default reads, at-chance threshold 0.02): "
+                    + ", ".join(f"{g:.3g}" for g in res["methods"][k]["raw_gain"]) + ".\n" for k, v in gains.items()]
     lines += [f"* {k}: `{v}`" for k, v in res["calls"].items()]
     lines += ["", "## JS by step (mean over seeds; JS-4 / JS-6)", "",
               "| step | " + " | ".join(k for k in res["methods"] if k != "base") + " |",

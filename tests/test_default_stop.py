@@ -212,3 +212,23 @@ def test_cli_real_and_no_auto_stop(tmp_path):
         main(["refine", *args, "--real", str(tmp_path / "real.npy"), "--no-auto-stop", "--out", str(tmp_path / "c")])
     with pytest.raises(SystemExit, match="--real: no such file"):
         main(["refine", *args, "--real", str(tmp_path / "nope.npy"), "--out", str(tmp_path / "d")])
+
+
+def test_cli_real_replaces_a_zoo_entrys_fixed_length_by_the_real_data_budget(tmp_path):
+    import json
+
+    import numpy as np
+
+    import dgflow.zoo
+    from dgflow.cli import main
+    from dgflow.data import toy2d
+
+    np.save(tmp_path / "real.npy", toy2d.sample("25gaussians", 300, torch.Generator().manual_seed(0)).numpy())
+    args = ["refine", "--model", "toy2d-25gaussians-wgangp", "-n", "200", "--chunk-size", "200", "--no-progress"]
+    steps = lambda out: json.loads((tmp_path / out / "run.json").read_text())["refine"]["steps"]  # noqa: E731
+    assert main([*args, "--out", str(tmp_path / "zoo")]) == 0
+    assert main([*args, "--real", str(tmp_path / "real.npy"), "--out", str(tmp_path / "real")]) == 0
+    assert main([*args, "--real", str(tmp_path / "real.npy"), "--steps", "10", "--out", str(tmp_path / "ten")]) == 0
+    zoo_steps = dgflow.zoo.load("toy2d-25gaussians-wgangp").entry["refine"]["steps"]
+    assert zoo_steps != dgflow.flow.DATA_STEPS
+    assert (steps("zoo"), steps("real"), steps("ten")) == (zoo_steps, dgflow.flow.DATA_STEPS, 10)

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..critics import CONVENTIONS, as_logit
 from ..divergences import WEIGHTS
-from ..flow import DATA_STEPS, DEFAULT_STEPS
+from ..flow import DATA_STEPS, DEFAULT_STEPS, resolve_steps
 
 #: refine() arguments the command line sets; unset ones come from the zoo entry, else refine()
 FLOW_ARGS = ("steps", "eta", "gamma", "divergence", "clip")
@@ -80,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="held-out real samples (.npy, .npz with one array or 'x', or .pt tensor) in the "
                            "generator's output space: each chunk then stops by dgflow.stopping.DataMatch "
                            "(refine's default rule with real data: the kernel MMD to them every 5 steps, best "
-                           f"state kept; --steps is the budget, default {DATA_STEPS})")
+                           f"state kept; --steps is the budget, default {DATA_STEPS} even for a zoo model)")
     flow.add_argument("--no-auto-stop", action="store_true",
                       help="run exactly --steps steps (refine's stop=None, the paper's scheme), not refine's "
                            "default stop rule (which leaves a chunk unchanged when the critic is at chance)")
@@ -327,7 +327,6 @@ def refine_kwargs(args: argparse.Namespace, model_defaults: dict) -> dict:
 
 def main(args: argparse.Namespace) -> int:
     from ..distributed import refine_to_shards
-    from ..flow import resolve_steps
 
     if args.threads is not None:
         if args.threads < 1:
@@ -341,7 +340,9 @@ def main(args: argparse.Namespace) -> int:
             info["text_vocab"] = args.text_vocab
         vocab = None if args.no_decode else info.get("text_vocab")
         kw["stop"] = stop_rule(args, gen, critic, device)
-        kw["steps"] = resolve_steps(kw.get("steps"), "auto", args.real)  # --real: refine(real=...)'s budget
+        if args.real is not None and args.steps is None:  # the data end the flow: refine(real=...)'s budget,
+            kw["steps"] = DATA_STEPS                         # not a zoo entry's fixed length chosen without data
+        kw["steps"] = resolve_steps(kw.get("steps"), kw["stop"], None)
         if args.channels_last:
             info["channels_last"] = True
             for m in (gen, critic):
