@@ -43,7 +43,7 @@ import dgflow.stopping
 from benchlib import BENCHMARKS, RESULTS, command_line, pyplot
 from benchlib.safe import (CACHE_DIR, LONG_STEPS, SPLIT_FILE, int_keys, jobs_of, long_curve, noise_of,
                            replay_datamatch, setup)
-from dgflow.stopping import LogitMatch, mean_logit
+from dgflow.stopping import DISTANCES, LogitMatch, mean_logit
 
 ORACLE_ETAS = (0.1, 0.03, 0.01)
 BUDGET = 25
@@ -150,7 +150,7 @@ def run_base(job: dict) -> dict:
                                             "code": _source_hash(dgflow.flow, dgflow.stopping), "stage": stage_code})
     long = None
     if job["args"].long in ("all", job["half"]):
-        long = cached(long_stage, job, {**steps, "long_steps": LONG_STEPS})
+        long = cached(long_stage, job, {**steps, "long_steps": LONG_STEPS, "distances": list(DISTANCES)})
         long["checks"] = int_keys(long["checks"])
     out = {k: v for k, v in job.items() if k != "args"}
     out.update(fixed, long=long, seconds=fixed["seconds"] + (long or {}).get("seconds", 0) + defaults["seconds"])
@@ -182,25 +182,26 @@ REPLAY_BUDGETS, REPLAY_PATIENCE = (25, 50, 100), (1, 2, 3)
 
 
 def replay_table(results: list[dict]) -> dict:
-    """DataMatch's budget and patience, replayed on the long curves: per half, budget and patience,
-    the bases judged as the rules are (the real-data rule was designed on the dev rows)."""
+    """DataMatch's distance, budget and patience, replayed on the long curves, per half; the bases
+    judged as the rules are (the real-data rule was designed on the dev rows)."""
     out = {}
     for half in dict.fromkeys(r["half"] for r in results):
         rows = [r for r in results if r["half"] == half and r["long"]]
-        for budget in REPLAY_BUDGETS:
-            for patience in REPLAY_PATIENCE:
-                judged = []
-                for r in rows:
-                    step = replay_datamatch(r["long"]["checks"], budget, patience)
-                    judged.append({"step": step, **judge(r["base"]["score"], r["oracle"]["score"],
-                                                          r["long"]["checks"][step]["score"], r["noise"])})
-                rec = [x["recovery"] for x in judged if x["recovery"] is not None]
-                if judged:
-                    out[f"{half} | {budget} | {patience}"] = {
-                        "bases": len(judged), "worse_beyond_noise": sum(x["worse"] for x in judged),
-                        "mean_recovery": statistics.mean(rec) if rec else None,
-                        "worst_recovery": min(rec) if rec else None,
-                        "mean_step": statistics.mean(x["step"] for x in judged)}
+        for distance, budget, patience in ((x, b, p) for x in DISTANCES for b in REPLAY_BUDGETS
+                                           for p in REPLAY_PATIENCE):
+            judged = []
+            for r in rows:
+                step = replay_datamatch(r["long"]["checks"], budget, patience, distance)
+                judged.append({"step": step, **judge(r["base"]["score"], r["oracle"]["score"],
+                                                      r["long"]["checks"][step]["score"], r["noise"])})
+            rec = [x["recovery"] for x in judged if x["recovery"] is not None]
+            if judged:
+                out[f"{half} | {distance} | {budget} | {patience}"] = {
+                    "bases": len(judged), "worse_beyond_noise": sum(x["worse"] for x in judged),
+                    "mean_recovery": statistics.mean(rec) if rec else None,
+                    "median_recovery": statistics.median(rec) if rec else None,
+                    "worst_recovery": min(rec) if rec else None,
+                    "mean_step": statistics.mean(x["step"] for x in judged)}
     return out
 
 
@@ -266,16 +267,18 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
                      + " | ".join(cell(r["rules"][k]) for k in RULES) + " |")
     replay = replay_table(results)
     if replay:
-        lines += ["", "## The real-data rule's budget and patience, replayed", "",
-                  f"The default step rule run {LONG_STEPS} steps per base (no stop), the test metric and DataMatch's "
-                  "kernel MMD to the real samples every 5 steps; DataMatch replayed on that curve for each budget "
-                  "and patience. The budget of `refine(G, D, z, real=...)` was chosen on the dev rows.", "",
-                  "| half | budget | patience | bases | worse beyond noise | mean recovery | worst recovery | "
-                  "mean step returned |", "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "## The real-data rule's distance, budget and patience, replayed", "",
+                  f"The default step rule run {LONG_STEPS} steps per base (no stop), the test metric and both of "
+                  "DataMatch's distances to the real samples (energy distance, kernel MMD) every 5 steps; DataMatch "
+                  "replayed on that curve for each distance, budget and patience. The distance and budget of "
+                  "`refine(G, D, z, real=...)` were chosen on the dev rows.", "",
+                  "| half | distance | budget | patience | bases | worse beyond noise | mean recovery | "
+                  "median recovery | worst recovery | mean step returned |", "|---|---|---|---|---|---|---|---|---|---|"]
         for key, row in replay.items():
-            half, budget, patience = key.split(" | ")
-            lines.append(f"| {half} | {budget} | {patience} | {row['bases']} | {row['worse_beyond_noise']} | "
-                         f"{_pct(row['mean_recovery'])} | {_pct(row['worst_recovery'])} | {row['mean_step']:.1f} |")
+            half, distance, budget, patience = key.split(" | ")
+            lines.append(f"| {half} | {distance} | {budget} | {patience} | {row['bases']} | "
+                         f"{row['worse_beyond_noise']} | {_pct(row['mean_recovery'])} | "
+                         f"{_pct(row['median_recovery'])} | {_pct(row['worst_recovery'])} | {row['mean_step']:.1f} |")
         lines += ["", "Platt-calibrated estimated gain at step 0 (nats; raw: the critic's own logits), per base with a "
                   "long curve:", "", "| half | base | raw gain | calibrated gain | oracle gain over noise |",
                   "|---|---|---|---|---|"]

@@ -112,7 +112,7 @@ def refine(
             cap measured (``benchmarks/step_rules.py``). It applies to a numeric ``eta`` too
             (no sample's drift then exceeds eta times the first step's median drift).
         stop: when to end the flow before ``steps`` (which is then a budget). ``"auto"`` (the
-            default): with ``real`` data :class:`dgflow.stopping.DataMatch` (the kernel MMD of the
+            default): with ``real`` data :class:`dgflow.stopping.DataMatch` (the energy distance of the
             decoded samples to ``real``, every 5 steps; the best state is returned), without
             :class:`dgflow.stopping.AtChance` (a critic at chance on the batch, estimated gain below
             0.02 nats, leaves it unchanged; otherwise all ``steps`` run). ``None``: exactly

@@ -8,7 +8,7 @@ chosen on the development half of the bases of ``benchmarks/safe_defaults.py``:
   :data:`AT_CHANCE_GAIN` nats the critic cannot tell the samples from data, and the batch is
   returned unchanged. Otherwise the flow runs its ``steps``.
 * :class:`DataMatch` (``refine(..., real=x_real)``, a budget of 100 steps): every few steps, the
-  kernel MMD between the decoded samples and held-out real samples; the flow ends once it has
+  energy distance between the decoded samples and held-out real samples; the flow ends once it has
   stopped falling and the best state seen is returned. It also records the critic's estimated
   gain after calibration on the real samples (:func:`calibrated_gain`).
 
@@ -251,6 +251,28 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float, scales: Sequence[fl
             - 2 * _kernel_mean(torch.cdist(x, y).pow(2), bandwidth, scales, False))
 
 
+def _mean_offdiag(d: torch.Tensor) -> float:
+    n = len(d)
+    return float(d.sum() / (n * (n - 1)))
+
+
+def energy_distance(x: torch.Tensor, y: torch.Tensor, yy: Optional[float] = None) -> float:
+    """Unbiased energy distance 2 E||X - Y|| - E||X - X'|| - E||Y - Y'|| (Szekely & Rizzo 2013)
+    between samples ``x`` (N, ...) and ``y`` (M, ...), N, M >= 2: >= 0 in expectation, 0 iff the
+    laws agree, with no bandwidth (Euclidean distances, so far-apart mass counts in full).
+    ``yy``: E||Y - Y'|| if already known."""
+    x, y = x.flatten(1).double(), y.flatten(1).double()
+    if len(x) < 2 or len(y) < 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"energy_distance needs two sets of >= 2 samples of the same size, got {tuple(x.shape)}, "
+                         f"{tuple(y.shape)}")
+    if yy is None:
+        yy = _mean_offdiag(torch.cdist(y, y))
+    return 2 * float(torch.cdist(x, y).mean()) - _mean_offdiag(torch.cdist(x, x)) - yy
+
+
+DISTANCES = ("energy", "mmd")  # DataMatch's criteria: energy_distance (the default), mmd2
+
+
 def calibrated_gain(d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[float, tuple[float, float]]:
     """:func:`estimated_gain` of the fakes' logits after Platt scaling a*d + b on real vs fake logits
     (:func:`dgflow.calibration.fit_affine`), in nats whatever the critic's scale; and (a, b).
@@ -277,8 +299,10 @@ class DataMatch:
     (docs/design.md §8.3), so the MMD checks decide.
 
     Then every ``every`` steps (and at the last), the first ``max_points`` latents of the batch are
-    decoded and their kernel MMD to ``real`` is taken (:func:`mmd2`, Gaussian kernels at
-    :data:`MMD_SCALES` times the median squared distance between real points). The flow ends once
+    decoded and their distance to ``real`` is taken: the energy distance (:func:`energy_distance`,
+    ``distance="energy"``, the default) or a kernel MMD (:func:`mmd2`, ``distance="mmd"``, Gaussian
+    kernels at :data:`MMD_SCALES` times the median squared distance between real points; chosen
+    against the energy distance on the development bases, docs/design.md §8.3). The flow ends once
     ``patience`` checks in a row have not improved on the best, and :func:`dgflow.refine` returns
     the state of the best check (:meth:`finish`; its step is :attr:`step`, every check's value
     :attr:`history`). The distance is taken on whatever the generator outputs (pixels for images):
@@ -294,11 +318,12 @@ class DataMatch:
         batch_size: decode in chunks of this size.
         min_gain: the at-chance threshold, nats (``None``: no test; :data:`AT_CHANCE_GAIN` is
             :class:`AtChance`'s).
+        distance: ``"energy"`` or ``"mmd"`` (:data:`DISTANCES`).
     """
 
     def __init__(self, real: torch.Tensor, generator: Optional[Model] = None, critic: Optional[Model] = None,
                  every: int = 5, patience: int = 2, max_points: int = 1000, batch_size: Optional[int] = None,
-                 min_gain: Optional[float] = None):
+                 min_gain: Optional[float] = None, distance: str = "energy"):
         if not isinstance(real, torch.Tensor) or real.dim() < 1 or len(real) < 2:
             raise ValueError("real must be a tensor of at least 2 held-out real samples (M, ...)")
         if not bool(torch.isfinite(real).all()):
@@ -310,12 +335,16 @@ class DataMatch:
         self.min_gain = None if min_gain is None else check_float(min_gain, "min_gain")
         if self.min_gain is not None and self.min_gain < 0:
             raise ValueError(f"min_gain must be >= 0 or None, got {min_gain}")
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        self.distance = distance
         self.generator, self.critic = generator, critic
         self.real = real.detach()[: self.max_points]
         y = self.real.flatten(1).double()
-        d2 = torch.cdist(y, y).pow(2)  # for the bandwidth and the real-real kernel term, once
-        self.bandwidth = _median_offdiag(d2[:1000, :1000])  # median_bandwidth's first 1,000 points
-        self._yy = _kernel_mean(d2, self.bandwidth, MMD_SCALES, True)
+        d = torch.cdist(y, y)  # for the bandwidth and the real-real term, once
+        self.bandwidth = _median_offdiag(d[:1000, :1000].pow(2))  # median_bandwidth's first 1,000 points
+        self._yy = (_mean_offdiag(d) if distance == "energy"
+                    else _kernel_mean(d.pow(2), self.bandwidth, MMD_SCALES, True))
         self.gain: Optional[float] = None
         self.calibration: Optional[tuple[float, float]] = None
         self._started = False  # whether this run's step 0 was seen (a run of 0 steps has none)
@@ -329,7 +358,8 @@ class DataMatch:
 
     def as_dict(self) -> dict:
         return {"rule": "DataMatch", "every": self.every, "patience": self.patience, "max_points": self.max_points,
-                "n_real": len(self.real), "bandwidth": self.bandwidth, "min_gain": self.min_gain,
+                "n_real": len(self.real), "distance": self.distance, "bandwidth": self.bandwidth,
+                "min_gain": self.min_gain,
                 "gain": self.gain, "calibration": self.calibration}
 
     @property
@@ -344,13 +374,16 @@ class DataMatch:
         if self.step is None:
             return "not run"
         first, last = min(self.history), max(self.history)
-        return (f"kernel MMD^2 to the real samples lowest at step {self.step}: {self.history[self.step]:.3g} "
+        name = "energy distance" if self.distance == "energy" else "kernel MMD^2"
+        return (f"{name} to the real samples lowest at step {self.step}: {self.history[self.step]:.3g} "
                 f"(step {first}: {self.history[first]:.3g}; {len(self.history)} checks to step {last})")
 
     def score(self, z: torch.Tensor) -> float:
-        """The MMD of the decoded first ``max_points`` latents of ``z`` to the real samples."""
-        x = generate(self.generator, z[: self.max_points], self.batch_size)
-        return mmd2(x.to(self.real.device, self.real.dtype), self.real, self.bandwidth, yy=self._yy)
+        """The distance of the decoded first ``max_points`` latents of ``z`` to the real samples."""
+        x = generate(self.generator, z[: self.max_points], self.batch_size).to(self.real.device, self.real.dtype)
+        if self.distance == "energy":
+            return energy_distance(x, self.real, yy=self._yy)
+        return mmd2(x, self.real, self.bandwidth, yy=self._yy)
 
     def _check(self, step: int, z: torch.Tensor) -> None:
         value = self.score(z)

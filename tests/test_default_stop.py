@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import dgflow
-from dgflow.stopping import (AT_CHANCE_GAIN, AtChance, DataMatch, calibrated_gain, estimated_gain, median_bandwidth,
-                             mmd2)
+from dgflow.stopping import (AT_CHANCE_GAIN, AtChance, DataMatch, calibrated_gain, energy_distance, estimated_gain,
+                             median_bandwidth, mmd2)
 
 
 def test_estimated_gain_is_the_variance_for_gaussian_logits_and_zero_for_constant_ones():
@@ -68,6 +68,23 @@ def test_mmd2_is_zero_for_one_law_and_grows_with_the_shift():
         median_bandwidth(torch.zeros(5, 2))
 
 
+def test_energy_distance_analytic_cases():
+    # two point masses a distance r apart: 2r - 0 - 0
+    a, b = torch.zeros(10, 3), torch.full((12, 3), 2.0)
+    assert energy_distance(a, b) == pytest.approx(2 * math.sqrt(12.0))
+    g = torch.Generator().manual_seed(11)
+    x, y = torch.randn(1500, 2, generator=g), torch.randn(1500, 2, generator=g)
+    same, near, far = energy_distance(x, y), energy_distance(x + 0.5, y), energy_distance(x + 2.0, y)
+    assert abs(same) < 0.01 < near < far
+    # in 1D, for N(0,1) against N(m,1), E|X-Y| - E|X-X'| grows like m^2 / sqrt(pi) for small m
+    u, v = torch.randn(4000, 1, generator=g), torch.randn(4000, 1, generator=g) + 0.3
+    assert energy_distance(v, u) == pytest.approx(0.09 / math.sqrt(math.pi), rel=0.5)
+    with pytest.raises(ValueError, match=">= 2 samples"):
+        energy_distance(x[:1], y)
+    with pytest.raises(ValueError, match="distance must be one of"):
+        DataMatch(y, distance="emd")
+
+
 def test_data_match_returns_the_best_checked_state_of_an_overshooting_flow():
     # data N(m, I), samples N(0, I), the exact log ratio as critic: its (stale) gradient m pushes the
     # samples along m for ever, so the flow passes the data and the best state lies in between
@@ -105,7 +122,7 @@ def test_with_real_data_the_at_chance_test_is_calibrated_so_the_critic_scale_doe
     rule = DataMatch(real, None, small, min_gain=AT_CHANCE_GAIN)
     out, info = dgflow.refine(None, small, z, stop=rule, **kw)
     assert rule.gain == pytest.approx(2.25, rel=0.15) and rule.calibration[0] == pytest.approx(1000, rel=0.15)
-    assert float((out.mean(0) - m).norm()) < 0.3 and "MMD" in info.stop_reason
+    assert float((out.mean(0) - m).norm()) < 0.3 and "energy distance" in info.stop_reason
     # real= runs the same flow (its rule records the gain but tests nothing)
     out2, info2 = dgflow.refine(None, small, z, real=real, **kw)
     assert torch.equal(out, out2) and info2.stop_rule["gain"] == pytest.approx(rule.gain)

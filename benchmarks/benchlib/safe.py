@@ -3,10 +3,12 @@
 * :func:`jobs_of` reads the development / test split (``benchmarks/configs/safe_defaults_bases.yaml``);
 * :func:`setup` loads one base with its test-metric scorer, latents and held-out real samples;
 * :func:`long_curve`: the default step rule run far past the budget with, every 5 steps, the test
-  metric and the kernel MMD to the real samples :class:`dgflow.stopping.DataMatch` would see, and
+  metric and the energy distance and kernel MMD to the real samples :class:`dgflow.stopping.DataMatch`
+  would see, and
   the critic's raw and Platt-calibrated estimated gain at step 0 (what the real-data rule is
   designed from, on the development half);
-* :func:`replay_datamatch`: what DataMatch with a given budget and patience returns on such a curve.
+* :func:`replay_datamatch`: what DataMatch with a given budget, patience and distance returns on
+  such a curve.
 """
 from __future__ import annotations
 
@@ -134,9 +136,10 @@ LONG_STEPS = 100
 
 
 def long_curve(b: Base, seed: int, steps: int = LONG_STEPS) -> dict:
-    """The default step rule (no stop) for ``steps`` steps: every 5 steps the test score and the MMD
-    DataMatch computes; the step-0 raw and Platt-calibrated estimated gains."""
-    dm = DataMatch(b.real, b.g, batch_size=b.batch_size)
+    """The default step rule (no stop) for ``steps`` steps: every 5 steps the test score and the two
+    distances DataMatch can use; the step-0 raw and Platt-calibrated estimated gains."""
+    dm = DataMatch(b.real, b.g, batch_size=b.batch_size, distance="mmd")
+    de = DataMatch(b.real, b.g, batch_size=b.batch_size, distance="energy")
     d_fake = critic_logits(b.g, b.d, b.z, b.batch_size)
     d_real = critic_logits(None, b.d, dm.real, b.batch_size)
     try:
@@ -146,19 +149,20 @@ def long_curve(b: Base, seed: int, steps: int = LONG_STEPS) -> dict:
         a_cal = b_cal = gain_cal = float("inf")
     _, traj = dgflow.refine(b.g, b.d, b.z, steps=steps, stop=None, return_trajectory=5,
                             batch_size=b.batch_size, generator_rng=seed + 4)
-    checks = {5 * i: {"mmd": dm.score(s), **b.score(s)} for i, s in enumerate(traj)}
+    checks = {5 * i: {"mmd": dm.score(s), "energy": de.score(s), **b.score(s)} for i, s in enumerate(traj)}
     return {"steps": steps, "checks": checks, "gain_raw": estimated_gain(d_fake), "gain_calibrated": gain_cal,
             "platt": [a_cal, b_cal]}
 
 
-def replay_datamatch(checks: dict, budget: int, patience: int) -> int:
-    """The step DataMatch (checks every 5 steps) returns on a recorded curve with this budget and
-    patience: the best MMD among the checks it reaches before ``patience`` checks without improvement."""
+def replay_datamatch(checks: dict, budget: int, patience: int, distance: str = "energy") -> int:
+    """The step DataMatch (checks every 5 steps) returns on a recorded curve with this budget,
+    patience and distance: the best among the checks it reaches before ``patience`` checks without
+    improvement."""
     best, since = None, 0
     for step in sorted(checks):
         if step > budget:
             break
-        if best is None or checks[step]["mmd"] < checks[best]["mmd"]:
+        if best is None or checks[step][distance] < checks[best][distance]:
             best, since = step, 0
         else:
             since += 1
