@@ -38,12 +38,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import dgflow
+import dgflow.distances
 import dgflow.flow
 import dgflow.stopping
 from benchlib import BENCHMARKS, RESULTS, command_line, pyplot
 from benchlib.safe import (CACHE_DIR, LONG_STEPS, SPLIT_FILE, int_keys, jobs_of, long_curve, noise_of,
                            replay_datamatch, setup)
-from dgflow.stopping import DISTANCES, LogitMatch, mean_logit
+from dgflow.distances import DISTANCES
+from dgflow.stopping import LogitMatch, mean_logit
 
 ORACLE_ETAS = (0.1, 0.03, 0.01)
 BUDGET = 25
@@ -147,7 +149,8 @@ def run_base(job: dict) -> dict:
     stage_code = hashlib.sha256(inspect.getsource(defaults_stage).encode()).hexdigest()[:12]
     defaults = cached(defaults_stage, job, {"refine": repr(dgflow.flow.refine_defaults(*STEP_DEFAULTS, "steps", "stop")),
                                             "budgets": [dgflow.flow.DEFAULT_STEPS, dgflow.flow.DATA_STEPS],
-                                            "code": _source_hash(dgflow.flow, dgflow.stopping), "stage": stage_code})
+                                            "code": _source_hash(dgflow.flow, dgflow.stopping, dgflow.distances),
+                                            "stage": stage_code})
     long = None
     if job["args"].long in ("all", job["half"]):
         long = cached(long_stage, job, {**steps, "long_steps": LONG_STEPS, "distances": list(DISTANCES)})

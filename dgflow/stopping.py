@@ -33,6 +33,7 @@ import torch
 
 from ._checks import check_batch_size, check_float, check_int
 from .calibration import fit_affine
+from .distances import DISTANCES, MMD_SCALES, _kernel_mean, _mean_offdiag, _median_offdiag, energy_distance, mmd2
 from .engine import record_steps
 from .passes import generate, logits
 
@@ -207,70 +208,6 @@ class AtChance:
             self.step = 0 if self.gain < self.min_gain else None
             return self.step == 0
         return False
-
-
-def median_bandwidth(x: torch.Tensor, max_points: int = 1000) -> float:
-    """The median squared distance between points of ``x`` (N, ...) (the first ``max_points``)."""
-    x = x[:max_points].flatten(1).double()
-    return _median_offdiag(torch.cdist(x, x).pow(2))
-
-
-def _median_offdiag(d2: torch.Tensor) -> float:
-    """The median of a square matrix of squared distances, its diagonal left out."""
-    off = d2[~torch.eye(len(d2), dtype=torch.bool)]
-    h = float(off.median()) if off.numel() else 0.0
-    if not h > 0:
-        raise ValueError("real samples are all identical: no kernel bandwidth can be set from them")
-    return h
-
-
-MMD_SCALES = (0.25, 1.0, 4.0)  # kernel bandwidths, multiples of the median squared distance
-
-
-def _kernel_mean(d2: torch.Tensor, bandwidth: float, scales: Sequence[float], unbiased: bool) -> float:
-    """Mean of the summed Gaussian kernels over a matrix of squared distances (diagonal left out
-    when ``unbiased``: a set against itself)."""
-    n = len(d2)
-    total = sum(float(torch.exp(-d2 / (s * bandwidth)).sum()) for s in scales)
-    if unbiased:
-        return (total - len(scales) * n) / (n * (n - 1))
-    return total / d2.numel()
-
-
-def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidth: float, scales: Sequence[float] = MMD_SCALES,
-         yy: Optional[float] = None) -> float:
-    """Unbiased squared MMD between samples ``x`` (N, ...) and ``y`` (M, ...), N, M >= 2, with the sum
-    of Gaussian kernels exp(-||a - b||^2 / (s * bandwidth)) over ``scales`` s. ``yy``: the y-y term
-    if already known (it depends on ``y`` only)."""
-    x, y = x.flatten(1).double(), y.flatten(1).double()
-    if len(x) < 2 or len(y) < 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"mmd2 needs two sets of >= 2 samples of the same size, got {tuple(x.shape)}, {tuple(y.shape)}")
-    if yy is None:
-        yy = _kernel_mean(torch.cdist(y, y).pow(2), bandwidth, scales, True)
-    return (_kernel_mean(torch.cdist(x, x).pow(2), bandwidth, scales, True) + yy
-            - 2 * _kernel_mean(torch.cdist(x, y).pow(2), bandwidth, scales, False))
-
-
-def _mean_offdiag(d: torch.Tensor) -> float:
-    n = len(d)
-    return float(d.sum() / (n * (n - 1)))
-
-
-def energy_distance(x: torch.Tensor, y: torch.Tensor, yy: Optional[float] = None) -> float:
-    """Unbiased energy distance 2 E||X - Y|| - E||X - X'|| - E||Y - Y'|| (Szekely & Rizzo 2013)
-    between samples ``x`` (N, ...) and ``y`` (M, ...), N, M >= 2: >= 0 in expectation, 0 iff the
-    laws agree, with no bandwidth (Euclidean distances, so far-apart mass counts in full).
-    ``yy``: E||Y - Y'|| if already known."""
-    x, y = x.flatten(1).double(), y.flatten(1).double()
-    if len(x) < 2 or len(y) < 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"energy_distance needs two sets of >= 2 samples of the same size, got {tuple(x.shape)}, "
-                         f"{tuple(y.shape)}")
-    if yy is None:
-        yy = _mean_offdiag(torch.cdist(y, y))
-    return 2 * float(torch.cdist(x, y).mean()) - _mean_offdiag(torch.cdist(x, x)) - yy
-
-
-DISTANCES = ("energy", "mmd")  # DataMatch's criteria: energy_distance (the default), mmd2
 
 
 def calibrated_gain(d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[float, tuple[float, float]]:

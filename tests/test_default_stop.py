@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import dgflow
-from dgflow.stopping import (AT_CHANCE_GAIN, AtChance, DataMatch, calibrated_gain, energy_distance, estimated_gain,
-                             median_bandwidth, mmd2)
+from dgflow.distances import energy_distance, median_bandwidth, mmd2
+from dgflow.stopping import AT_CHANCE_GAIN, AtChance, DataMatch, calibrated_gain, estimated_gain
 
 
 def test_estimated_gain_is_the_variance_for_gaussian_logits_and_zero_for_constant_ones():
