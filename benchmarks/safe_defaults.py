@@ -20,8 +20,9 @@ images: 2,000) and scored on *test* data (2D: EMD to 1,000 fresh points, HQ %, m
 * the cost: gradient steps run and wall time relative to 25 plain steps of the same base (timed
   back to back in one process);
 * the real-data rule's design curves: the default step rule for 100 steps, the test metric and
-  DataMatch's MMD every 5 steps, DataMatch replayed on them for budgets 25 / 50 / 100 and patience
-  1 / 2 / 3 (``--long``: which halves get them), and the critic's Platt-calibrated gain.
+  DataMatch's two distances (energy, MMD) every 5 steps, DataMatch replayed on them for each
+  distance, budgets 25 / 50 / 100 and patience 1 / 2 / 3 (``--long``: which halves get them), and
+  the critic's Platt-calibrated gain.
 
 Writes benchmarks/results/safe_defaults.json / .md / .png. Per-base results are cached under
 benchmarks/results/_scratch/safe_defaults/ (keyed by their settings).
@@ -103,7 +104,8 @@ def fixed_stage(job: dict) -> dict:
 
 
 def long_stage(job: dict) -> dict:
-    """The default step rule for LONG_STEPS steps, test metric and MMD every 5 (benchlib.safe.long_curve)."""
+    """The default step rule for LONG_STEPS steps, test metric and both distances every 5
+    (benchlib.safe.long_curve)."""
     a = job["args"]
     return long_curve(setup(job, a), a.seed)
 

@@ -14,8 +14,8 @@ steps. Methods, with nothing tuned to this benchmark:
   without its stop rule, which would return this base unchanged (its WGAN critic's estimated gain,
   0.005, is below :data:`dgflow.stopping.AT_CHANCE_GAIN`: a WGAN critic's logits are not nats);
 * ``DGflow (defaults, real data)``: ``refine(G, D, z, real=x_B)`` with 1,000 strings of held-out
-  half B, one-hot: refine's defaults with real data (budget 100 steps, the kernel MMD to them every
-  5 steps ends the flow; not at equal steps: the table gives the steps it ran);
+  half B, one-hot: refine's defaults with real data (budget 100 steps, the energy distance to them
+  every 5 steps ends the flow; not at equal steps: the table gives the steps it ran);
 * ``DDLS``: ``dgflow.baselines.ddls(G, D, z, 25)`` with the library's default ``eps``;
 * ``DOT``: ``dgflow.baselines.dot(G, D, z, 25)`` with the library's default ``lr``.
 

@@ -233,7 +233,7 @@ class DataMatch:
     chance and the batch comes back unchanged, a test that does not depend on the critic's scale
     (a WGAN critic's, say). It is off by default: on the development bases, gainable 2D WGAN-GP
     bases had calibrated gains of 0.011-0.013 nats and bases nothing could improve 0.015-0.019
-    (docs/design.md §8.3), so the MMD checks decide.
+    (docs/design.md §8.3), so the distance checks decide.
 
     Then every ``every`` steps (and at the last), the first ``max_points`` latents of the batch are
     decoded and their distance to ``real`` is taken: the energy distance (:func:`energy_distance`,
@@ -296,8 +296,7 @@ class DataMatch:
     def as_dict(self) -> dict:
         return {"rule": "DataMatch", "every": self.every, "patience": self.patience, "max_points": self.max_points,
                 "n_real": len(self.real), "distance": self.distance, "bandwidth": self.bandwidth,
-                "min_gain": self.min_gain,
-                "gain": self.gain, "calibration": self.calibration}
+                "min_gain": self.min_gain, "gain": self.gain, "calibration": self.calibration}
 
     @property
     def at_chance(self) -> bool:

@@ -21,10 +21,9 @@ import yaml
 
 import dgflow
 import dgflow.zoo
-from dgflow.calibration import fit_affine
 from dgflow.io import read_metadata
 from dgflow.passes import logits as critic_logits
-from dgflow.stopping import DataMatch, estimated_gain
+from dgflow.stopping import DataMatch, calibrated_gain, estimated_gain
 
 from . import BASES_DIR, BENCHMARKS, SCRATCH
 from .bases import load_toy2d_base, register_gan_base, toy2d_base_path
@@ -141,12 +140,7 @@ def long_curve(b: Base, seed: int, steps: int = LONG_STEPS) -> dict:
     dm = DataMatch(b.real, b.g, batch_size=b.batch_size, distance="mmd")
     de = DataMatch(b.real, b.g, batch_size=b.batch_size, distance="energy")
     d_fake = critic_logits(b.g, b.d, b.z, b.batch_size)
-    d_real = critic_logits(None, b.d, dm.real, b.batch_size)
-    try:
-        a_cal, b_cal = fit_affine(d_real, d_fake, "platt")
-        gain_cal = estimated_gain(a_cal * d_fake) if a_cal > 0 else 0.0
-    except FloatingPointError:  # the critic separates the two sets perfectly
-        a_cal = b_cal = gain_cal = float("inf")
+    gain_cal, (a_cal, b_cal) = calibrated_gain(critic_logits(None, b.d, dm.real, b.batch_size), d_fake)
     _, traj = dgflow.refine(b.g, b.d, b.z, steps=steps, stop=None, return_trajectory=5,
                             batch_size=b.batch_size, generator_rng=seed + 4)
     checks = {5 * i: {"mmd": dm.score(s), "energy": de.score(s), **b.score(s)} for i, s in enumerate(traj)}

@@ -340,9 +340,9 @@ def main(args: argparse.Namespace) -> int:
             info["text_vocab"] = args.text_vocab
         vocab = None if args.no_decode else info.get("text_vocab")
         kw["stop"] = stop_rule(args, gen, critic, device)
-        if args.real is not None and args.steps is None:  # the data end the flow: refine(real=...)'s budget,
-            kw["steps"] = DATA_STEPS                         # not a zoo entry's fixed length chosen without data
-        kw["steps"] = resolve_steps(kw.get("steps"), kw["stop"], None)
+        # with --real the data end the flow: refine(real=...)'s budget, not a zoo entry's fixed length
+        steps = args.steps if args.real is not None else kw.get("steps")
+        kw["steps"] = resolve_steps(steps, "auto", args.real)
         if args.channels_last:
             info["channels_last"] = True
             for m in (gen, critic):
