@@ -120,7 +120,8 @@ def defaults_stage(job: dict) -> dict:
     for rule, extra in (("default, no data", {}), ("default, real data", {"real": b.real})):
         (zz, info), secs = timed(dgflow.refine, b.g, b.d, b.z, **extra, **common)
         out[rule] = {"step": info.stop_step if info.stop_step is not None else info.steps_run,
-                     "steps_run": info.steps_run, "seconds": secs, "reason": info.stop_reason, **b.score(zz)}
+                     "steps_run": info.steps_run, "seconds": secs, "reason": info.stop_reason,
+                     "rule_overhead": info.stop_overhead, "rule_seconds": info.stop_seconds, **b.score(zz)}
     return out
 
 
@@ -227,7 +228,11 @@ def summarise(results: list[dict]) -> dict:
                 "mean_cost_ratio": statistics.mean(cost) if cost else None,
                 "max_cost_per_step_images": max((r["rules"][rule]["cost_per_step"] for r in results
                                                  if r["half"] == half and r["kind"] == "image"
-                                                 and "cost_per_step" in r["rules"][rule]), default=None)}
+                                                 and "cost_per_step" in r["rules"][rule]), default=None),
+                **{f"max_rule_overhead_{kind}": max((r["rules"][rule]["rule_overhead"] for r in results
+                                                    if r["half"] == half and r["kind"] == kind
+                                                    and "rule_overhead" in r["rules"][rule]), default=None)
+                   for kind in ("image", "2d")}}
     return out
 
 
@@ -246,17 +251,24 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
              "base's metric over 3 latent seeds); *worse*: the rule ends more than that above the base. Cost: "
              f"wall time relative to {BUDGET} plain steps of the same base, timed back to back in one process; "
              "per step run: that ratio times 25 / the steps the rule ran (on 2D bases a step costs "
-             "milliseconds and the checks dominate, so only images are shown).", "",
+             "milliseconds and the checks dominate, so only images are shown). Rule overhead: the stop rule's "
+             "own wall time over the rest of the same run (`RunInfo.stop_overhead`: its checks, calibration "
+             "and finish against the steps it let run), the worst base; unlike the back-to-back ratios it does "
+             "not move with the machine's load between runs.", "",
              "| half | rule | bases | worse beyond noise | gainable | mean recovery | median recovery | "
-             "worst recovery | mean change | mean steps run | cost | worst cost per step run, images |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "worst recovery | mean change | mean steps run | cost | worst cost per step run, images | "
+             "worst rule overhead, images | worst rule overhead, 2D |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, row in summary.items():
         half, rule = key.split(" | ")
         cost = "–" if row["mean_cost_ratio"] is None else f"{row['mean_cost_ratio']:.2f}×"
         per_step = "–" if row["max_cost_per_step_images"] is None else f"{row['max_cost_per_step_images']:.2f}×"
+        over = {k: "–" if row.get(f"max_rule_overhead_{k}") is None else f"+{100 * row[f'max_rule_overhead_{k}']:.1f}%"
+                for k in ("image", "2d")}
         lines.append(f"| {half} | {rule} | {row['bases']} | {row['worse_beyond_noise']} | {row['gainable_bases']} | "
                      f"{_pct(row['mean_recovery'])} | {_pct(row['median_recovery'])} | {_pct(row['worst_recovery'])} | "
-                     f"{100 * row['mean_rel_change']:+.1f}% | {row['mean_steps_run']:.1f} | {cost} | {per_step} |")
+                     f"{100 * row['mean_rel_change']:+.1f}% | {row['mean_steps_run']:.1f} | {cost} | {per_step} | "
+                     f"{over['image']} | {over['2d']} |")
     lines += ["", "## Per base", "", "Each cell: test metric @ step (recovery; ✗ = worse beyond noise). 2D adds HQ % "
               "and modes.", "", "| half | base | base metric ± σ | oracle | " + " | ".join(RULES) + " |",
               "|---|---|---|---|" + "---|" * len(RULES)]

@@ -127,6 +127,7 @@ def run_method(name: str, g, d, z: torch.Tensor, steps: int, every: int, seed: i
                                   return_info=True)
         secs = time.perf_counter() - t  # the states by step are the flow's; the one returned is info.stop_step's
         back = info.steps_run if info.stop_step is None else info.stop_step
+        states.setdefault(back, out.detach().clone())  # the state returned is step back's (the last one: no callback)
         return out, states, secs, {"steps_run": info.steps_run, "returned_step": back,
                                    "calibrated_gain": info.stop_rule["gain"],
                                    "raw_gain": estimated_gain(critic_logits(g, d, z, batch_size))}

@@ -15,6 +15,7 @@ step rule (``eta="auto"``, the drift cap ``clip``) in :mod:`dgflow.steps`, stopp
 from __future__ import annotations
 
 import inspect
+import time
 from typing import Mapping, Optional
 
 import torch
@@ -145,13 +146,18 @@ def refine(
                              rtol=rtol, atol=atol)
     batch_size = check_batch_size(batch_size)
     check_models(generator, critic)
+    t_setup = time.perf_counter()
     stop = resolve_stop(stop, real, generator, batch_size, critic)
+    t_setup = time.perf_counter() - t_setup  # the stop rule's setup (DataMatch: the real samples' distances)
     every = trajectory_every(return_trajectory)
     problem = Problem(generator, critic, batch_size, make_rng(generator_rng, z.device))
     update = SOLVERS[settings.solver](settings, problem)
     out, traj, info = run(update, generator, critic, z, settings.steps, batch_size=batch_size, callback=callback,
                           stop=stop, every=every, progress=progress, eval_mode=eval_mode,
                           diagnostics=bool(return_info))
+    if stop is not None:
+        info.seconds += t_setup
+        info.stop_seconds += t_setup
     result = (out,) + ((torch.stack(traj),) if every else ()) + ((info,) if return_info else ())
     return result[0] if len(result) == 1 else result
 

@@ -33,7 +33,8 @@ import torch
 
 from ._checks import check_batch_size, check_float, check_int
 from .calibration import fit_affine
-from .distances import DISTANCES, MMD_SCALES, _kernel_mean, _mean_offdiag, _median_offdiag, energy_distance, mmd2
+from .distances import (DISTANCES, MMD_SCALES, _kernel_mean, _median_offdiag, energy_distance,
+                        mean_pairwise_distance, mmd2)
 from .engine import record_steps
 from .passes import generate, logits
 
@@ -243,7 +244,8 @@ class DataMatch:
     ``patience`` checks in a row have not improved on the best, and :func:`dgflow.refine` returns
     the state of the best check (:meth:`finish`; its step is :attr:`step`, every check's value
     :attr:`history`). The distance is taken on whatever the generator outputs (pixels for images):
-    it ranks states of one run, it is no quality metric.
+    it ranks states of one run, it is no quality metric. Its cost (setup, calibration, checks) is
+    recorded in the run's ``RunInfo.stop_seconds``; ``RunInfo.stop_overhead`` relates it to the steps'.
 
     Args:
         real: held-out real samples (M, ...), M >= 2, in the generator's output space.
@@ -277,11 +279,14 @@ class DataMatch:
         self.distance = distance
         self.generator, self.critic = generator, critic
         self.real = real.detach()[: self.max_points]
-        y = self.real.flatten(1).double()
-        d = torch.cdist(y, y)  # for the bandwidth and the real-real term, once
-        self.bandwidth = _median_offdiag(d[:1000, :1000].pow(2))  # median_bandwidth's first 1,000 points
-        self._yy = (_mean_offdiag(d) if distance == "energy"
-                    else _kernel_mean(d.pow(2), self.bandwidth, MMD_SCALES, True))
+        self.bandwidth: Optional[float] = None  # the MMD's kernel scale; the energy distance has none
+        if distance == "energy":  # the real-real term, once
+            self._yy = mean_pairwise_distance(self.real)
+        else:
+            y = self.real.flatten(1).double()
+            d2 = torch.cdist(y, y).pow(2)
+            self.bandwidth = _median_offdiag(d2[:1000, :1000])  # median_bandwidth's first 1,000 points
+            self._yy = _kernel_mean(d2, self.bandwidth, MMD_SCALES, True)
         self.gain: Optional[float] = None
         self.calibration: Optional[tuple[float, float]] = None
         self._started = False  # whether this run's step 0 was seen (a run of 0 steps has none)

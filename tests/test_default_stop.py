@@ -81,6 +81,13 @@ def test_energy_distance_analytic_cases():
     assert energy_distance(v, u) == pytest.approx(0.09 / math.sqrt(math.pi), rel=0.5)
     with pytest.raises(ValueError, match=">= 2 samples"):
         energy_distance(x[:1], y)
+    # float32 samples: distances in float32 (centred, the diagonal left out), sums in float64: the float64
+    # value to 1e-7 on image-sized vectors with an offset; half precision is promoted to float32
+    for offset in (0.0, 100.0):
+        img, ref = torch.rand(300, 784, generator=g) + offset, torch.rand(300, 784, generator=g) + offset + 0.01
+        exact = energy_distance(img.double(), ref.double())
+        assert abs(energy_distance(img, ref) - exact) < 1e-7 and exact > 1e-3
+    assert energy_distance(img.half(), ref) == pytest.approx(energy_distance(img.half().float(), ref))
     with pytest.raises(ValueError, match="distance must be one of"):
         DataMatch(y, distance="emd")
 
@@ -105,6 +112,12 @@ def test_data_match_returns_the_best_checked_state_of_an_overshooting_flow():
     dgflow.refine(None, critic, z, stop=rule, **kw)
     assert sorted(rule.history) == list(range(0, 5 * len(rule.history), 5)) and rule.step == info.stop_step
     assert torch.equal(dgflow.refine(None, critic, z, stop=rule, **{**kw, "steps": 0}), z)  # reused: a fresh run
+    # the kernel MMD ranks the states too; only it has a bandwidth (the energy distance has none)
+    mmd = DataMatch(real, distance="mmd")
+    assert err(dgflow.refine(None, critic, z, stop=mmd, **kw)) < 0.2
+    assert mmd.bandwidth == pytest.approx(median_bandwidth(real)) and rule.as_dict()["bandwidth"] is None
+    # the rule's time, its setup inside refine included, is part of the run's and apart from the steps'
+    assert 0 < info.stop_seconds < info.seconds and info.stop_overhead > 0
 
 
 def test_with_real_data_the_at_chance_test_is_calibrated_so_the_critic_scale_does_not_matter():

@@ -1,4 +1,6 @@
 """refine's drift cap (clip) and stop rules: LogitMatch and best_step."""
+import time
+
 import pytest
 import torch
 
@@ -60,6 +62,38 @@ def test_stop_returns_the_state_before_the_update_of_that_step():
     assert seen == [0, 1, 2, 3]
     assert torch.equal(out, full)
     assert len(traj) == 3 and torch.equal(traj[-1], out) and torch.equal(traj[0], z)  # steps 0, 2, 3
+
+
+class SlowRule:
+    """A stop rule that never fires and sleeps in its calls and its finish."""
+
+    def __init__(self, pause):
+        self.pause, self.calls = pause, 0
+
+    def __call__(self, step, zk, logits):
+        self.calls += 1
+        time.sleep(self.pause)
+        return False
+
+    def finish(self, step, zk):
+        time.sleep(5 * self.pause)
+        return step, zk
+
+
+def test_run_info_times_the_stop_rule_apart_from_the_steps():
+    z = torch.randn(16, 2)
+    kw = dict(steps=4, eta=0.05, gamma=0.01, generator_rng=1, return_info=True)
+    rule = SlowRule(0.02)
+    out, info = dgflow.refine(None, half_norm_sq, z, stop=rule, **kw)
+    assert rule.calls == 4
+    # the rule slept 4 x 0.02 s in its calls and 0.1 s in finish: all of it is the rule's, none the steps'
+    assert info.stop_seconds >= 0.18 and info.seconds >= info.stop_seconds
+    assert info.stop_overhead == pytest.approx(info.stop_seconds / (info.seconds - info.stop_seconds))
+    assert info.stop_overhead > 1.0  # four 2D steps of 16 points take far less than 0.18 s
+    assert info.as_dict()["stop_seconds"] == info.stop_seconds
+    out2, info2 = dgflow.refine(None, half_norm_sq, z, stop=None, **kw)
+    assert torch.equal(out, out2)  # timing changes nothing
+    assert info2.stop_seconds == 0.0 and info2.stop_overhead == 0.0 and info2.seconds > 0
 
 
 def test_stop_with_an_ode_solver_ends_on_the_grid():
