@@ -39,6 +39,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import dgflow
+import dgflow.calibration
 import dgflow.distances
 import dgflow.flow
 import dgflow.stopping
@@ -152,7 +153,8 @@ def run_base(job: dict) -> dict:
     stage_code = hashlib.sha256(inspect.getsource(defaults_stage).encode()).hexdigest()[:12]
     defaults = cached(defaults_stage, job, {"refine": repr(dgflow.flow.refine_defaults(*STEP_DEFAULTS, "steps", "stop")),
                                             "budgets": [dgflow.flow.DEFAULT_STEPS, dgflow.flow.DATA_STEPS],
-                                            "code": _source_hash(dgflow.flow, dgflow.stopping, dgflow.distances),
+                                            "code": _source_hash(dgflow.flow, dgflow.stopping, dgflow.distances,
+                                                                 dgflow.calibration),
                                             "stage": stage_code})
     long = None
     if job["args"].long in ("all", job["half"]):

@@ -12,12 +12,16 @@ steps. Methods, with nothing tuned to this benchmark:
 * ``DGflow (paper)``: ``refine(G, D, z, **dgflow.PAPER)`` (25 steps, eta 0.1, gamma 0.01, KL, no cap, no stop);
 * ``DGflow (defaults)``: ``refine(G, D, z, stop=None)``: refine's step rule (25 steps, eta "auto", clip 1)
   without its stop rule, which would return this base unchanged (its WGAN critic's estimated gain,
-  0.005, is below :data:`dgflow.stopping.AT_CHANCE_GAIN`: a WGAN critic's logits are not nats);
+  0.008, is below :data:`dgflow.stopping.AT_CHANCE_GAIN`: a WGAN critic's logits are not nats);
 * ``DGflow (defaults, real data)``: ``refine(G, D, z, real=x_B)`` with 1,000 strings of held-out
   half B, one-hot: refine's defaults with real data (budget 100 steps, the energy distance to them
   every 5 steps ends the flow; not at equal steps: the table gives the steps it ran);
 * ``DDLS``: ``dgflow.baselines.ddls(G, D, z, 25)`` with the library's default ``eps``;
 * ``DOT``: ``dgflow.baselines.dot(G, D, z, 25)`` with the library's default ``lr``.
+
+Besides JS at equal steps, the Markdown gives each method's JS where its mean critic output first
+reaches the level each DGflow flow reaches at the last step (equal critic gain; linear between the
+5-step records), and the figure JS-4 against the critic output.
 
 The floor is the JS between two disjoint held-out halves: the held-out strings are grouped in
 blocks of 16 consecutive strings (512 characters, a few fortunes), the blocks shuffled (seed 0)
@@ -270,7 +274,7 @@ def fmt(mean: float, std: float) -> str:
 
 
 def markdown(res: dict) -> str:
-    base = res["methods"]["base"]
+    base = res["methods"].get("base")  # absent from a --only run without it, until merged
     fl, tr = res["floor"]["heldout_B_vs_A"], res["floor"]["train_vs_A"]
     lines = ["# Text: character-level WGAN-GP on the fortunes corpus", "",
              f"Command: `{res['command']}`  ", f"Machine: {res['machine']}; {res['wall_seconds'] / 60:.1f} min wall.",
@@ -283,13 +287,12 @@ def markdown(res: dict) -> str:
              "| method | JS-4 | JS-6 | JS-4 vs base | JS-6 vs base | steps run (state returned) | s / run |",
              "|---|---|---|---|---|---|---|"]
     for name, s in res["methods"].items():
-        d4 = (s["js4_mean"] / base["js4_mean"] - 1) * 100
-        d6 = (s["js6_mean"] / base["js6_mean"] - 1) * 100
+        d4, d6 = ((f"{(s[k] / base[k] - 1) * 100:+.1f}%" if base else "") for k in ("js4_mean", "js6_mean"))
         ran = s.get("steps_run", [0 if name == "base" else res["steps"]])
         back = s.get("returned_step", ran)
         ran_txt = "/".join(map(str, ran)) + ("" if back == ran else f" ({'/'.join(map(str, back))})")
         lines.append(f"| {name} | {fmt(s['js4_mean'], s['js4_std'])} | {fmt(s['js6_mean'], s['js6_std'])} | "
-                     f"{d4:+.1f}% | {d6:+.1f}% | {ran_txt} | {s['seconds_mean']:.0f} |")
+                     f"{d4} | {d6} | {ran_txt} | {s['seconds_mean']:.0f} |")
     lines += [f"| floor: held-out half B vs A | {fl['js4']:.4f} | {fl['js6']:.4f} | | | | |",
               f"| 10,000 train strings vs A | {tr['js4']:.4f} | {tr['js6']:.4f} | | | | |", "",
               "Calls (G, D: the zoo model's generator and critic, its WGAN output used as the logit):", ""]
@@ -318,15 +321,68 @@ def markdown(res: dict) -> str:
         cells = [f"{s['logit_mean_by_step'][str(step)]:.3f}" if str(step) in s["logit_mean_by_step"] else ""
                  for name, s in res["methods"].items() if name != "base"]
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    lines += equal_gain_lines(res)
     lines += ["", "## Example strings (seed 0; line i of every block comes from the same latent)", ""]
     for name, ex in res["examples_seed0"].items():
         lines += [f"**{name}**", "", "```"] + [s for s in ex] + ["```", ""]
     return "\n".join(lines)
 
 
+def path_of(s: dict, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A method's recorded path: steps, mean critic output and mean ``key`` (JS) at each."""
+    steps = np.array(sorted(int(k) for k in s["by_step"] if k in s["logit_mean_by_step"]))
+    logit = np.array([s["logit_mean_by_step"][str(k)] for k in steps])
+    return steps, logit, np.array([s["by_step"][str(k)][f"{key}_mean"] for k in steps])
+
+
+def at_logit(s: dict, level: float, key: str) -> tuple[float, float] | None:
+    """(step, JS) where a method's path first reaches mean critic output ``level``, linearly
+    interpolated between recorded steps; ``None`` if it never does."""
+    steps, logit, js = path_of(s, key)
+    for i in range(1, len(steps)):
+        if logit[i] >= level > logit[i - 1] or logit[i - 1] == level:
+            w = 0.0 if logit[i - 1] == level else (level - logit[i - 1]) / (logit[i] - logit[i - 1])
+            return float(steps[i - 1] + w * (steps[i] - steps[i - 1])), float(js[i - 1] + w * (js[i] - js[i - 1]))
+    return None
+
+
+EQUAL_GAIN_REFS = ("DGflow (paper)", "DGflow (defaults)")  # the levels: these flows' critic output at the last step
+
+
+def equal_gain_lines(res: dict) -> list[str]:
+    """Markdown: every method's JS where its path reaches the critic output that each reference
+    flow reaches at the table's step count (equal gain in the critic, not equal steps)."""
+    refs = [r for r in EQUAL_GAIN_REFS if r in res["methods"] and str(res["steps"]) in res["methods"][r]["logit_mean_by_step"]]
+    if not refs:
+        return []
+    levels = {r: res["methods"][r]["logit_mean_by_step"][str(res["steps"])] for r in refs}
+    lines = ["", "## JS at equal critic gain (JS-4 / JS-6 at step s, interpolated along each path)", "",
+             "Where each method's mean critic output first reaches the level a reference flow reaches at step "
+             f"{res['steps']}; \"–\": never within its steps.", "",
+             "| method | " + " | ".join(f"at {r}'s step-{res['steps']} level ({v:.3f})" for r, v in levels.items()) + " |",
+             "|---|" + "---|" * len(levels)]
+    for name, s in res["methods"].items():
+        if name == "base":
+            continue
+        cells = []
+        for v in levels.values():
+            four, six = at_logit(s, v, "js4"), at_logit(s, v, "js6")
+            cells.append("–" if four is None else f"{four[1]:.4f} / {six[1]:.4f} (s {four[0]:.1f})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot(res: dict, path: Path) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    for name, s in res["methods"].items():  # JS-4 against the critic output climbed: equal gain, not equal steps
+        if name != "base":
+            _, logit, js = path_of(s, "js4")
+            axes[2].plot(logit, js, marker="o", ms=3, label=name)
+    axes[2].set_xlabel("mean critic output d(G(z))")
+    axes[2].set_ylabel("JS-4 (bits)")
+    axes[2].set_title("JS-4 against the critic gain (every 5 steps)", fontsize=9)
+    axes[2].grid(alpha=0.3)
     for ax, key, label in zip(axes, ("js4", "js6"), ("JS-4 (bits)", "JS-6 (bits)")):
         for name, s in res["methods"].items():
             if name == "base":

@@ -111,11 +111,12 @@ def train_gan(
         l_g.backward()
         opt_g.step()
         if (it + 1) % log_every == 0:
-            hist.critic.append(float(l_d))
-            hist.generator.append(float(l_g))
-            bar.set_postfix(d=f"{float(l_d):.3f}", g=f"{float(l_g):.3f}")
+            d_loss, g_loss = float(l_d.detach()), float(l_g.detach())
+            hist.critic.append(d_loss)
+            hist.generator.append(g_loss)
+            bar.set_postfix(d=f"{d_loss:.3f}", g=f"{g_loss:.3f}")
             if on_log is not None:
-                on_log(it + 1, float(l_d), float(l_g))
+                on_log(it + 1, d_loss, g_loss)
     generator.eval()
     critic.eval()
     return hist

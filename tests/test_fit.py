@@ -97,6 +97,46 @@ def test_platt_undoes_an_affine_miscalibration(scale, shift):
     assert a * shift + b == pytest.approx(0.0, abs=0.03)
 
 
+@pytest.mark.parametrize("scale,shift", [(1e-3, -50.0), (1e-3, 0.0), (1.0, 40.0), (1e3, 2.0)])
+def test_platt_reaches_the_optimum_whatever_the_scale_and_offset(scale, shift):
+    """The loss gradient vanishes at the fit: a WGAN critic's raw logits may sit far from 0 and at
+    any scale (from a = 1, b = 0 a plain Newton or gradient start saturates the sigmoid)."""
+    g = torch.Generator().manual_seed(3)
+    dr = scale * (torch.randn(1000, generator=g) + 0.3) + shift
+    df = scale * torch.randn(5000, generator=g) + shift
+    a, b = fit_affine(dr, df, "platt")
+    theta = torch.tensor([a, b], dtype=torch.float64, requires_grad=True)
+    loss = logistic_loss(theta[0] * dr.double() + theta[1], theta[0] * df.double() + theta[1])
+    ga, gb = (float(v) for v in torch.autograd.grad(loss, theta)[0])
+    # in coordinates where the logits have mean 0 and std 1 (a = a_u / s, b = b_u - a_u m / s)
+    d = torch.cat([dr, df]).double()
+    m, s = float(d.mean()), float(d.std())
+    assert abs((ga - m * gb) / s) < 1e-9 and abs(gb) < 1e-9
+    assert float(loss.detach()) < math.log(2) - 1e-3  # better than chance: the logits do carry the 0.3 shift
+
+
+def test_platt_stops_at_float_precision(monkeypatch):
+    """Once the predicted decrease is below float noise the fit ends, rather than taking equal-loss
+    steps until max_iter (it runs inside every DataMatch run: on a 2D base's logits like these it
+    spun 200 iterations, 0.3 s, before this stop)."""
+    import dgflow.calibration as cal
+
+    g = torch.Generator().manual_seed(48)  # a draw whose loss stalls ~3e-17 above its minimum
+    dr, df = 1.29 * torch.randn(1000, generator=g) - 4.16, 1.29 * torch.randn(5000, generator=g) - 4.31
+    calls = []
+    softplus = cal.F.softplus
+    monkeypatch.setattr(cal.F, "softplus", lambda x: calls.append(1) or softplus(x))
+    a, b = fit_affine(dr, df, "platt")
+    assert len(calls) < 20  # a few Newton steps (the stalled loop took over 6,000 loss evaluations)
+    assert (a, b) == pytest.approx(fit_affine(dr, df, "platt", max_iter=8), rel=1e-9)
+
+
+def test_platt_maps_a_constant_critic_to_chance():
+    for c in (0.0, 3.0, -1e4):
+        a, b = fit_affine(torch.full((50,), c), torch.full((7,), c), "platt")
+        assert a * c + b == pytest.approx(0.0, abs=1e-9)
+
+
 def test_temperature_scaling_recovers_the_temperature():
     xr, xf = draw(20000, 7)
     a, b = fit_affine(5 * truth(xr), 5 * truth(xf), "temperature")
