@@ -115,7 +115,7 @@ def _platt_newton(dr: torch.Tensor, df: torch.Tensor, max_iter: int) -> tuple[fl
     feats = torch.stack([(d - m) / s, torch.ones_like(d)], 1)
     sign = 1 - 2 * y  # softplus(-t) for real, softplus(t) for fake
 
-    def loss(theta: torch.Tensor) -> float:
+    def loss(theta: torch.Tensor) -> float:  # logistic_loss, in the weights the gradient and Hessian use
         return float((w * F.softplus(sign * (feats @ theta))).sum())
 
     theta = torch.zeros(2, dtype=torch.float64)
@@ -128,12 +128,12 @@ def _platt_newton(dr: torch.Tensor, df: torch.Tensor, max_iter: int) -> tuple[fl
         slope = float(grad @ step)  # the squared Newton decrement: twice the predicted decrease
         if not slope > 0:
             break
-        t = 1.0
         if slope < 1e-12:  # a predicted decrease under 1e-12 nats: one last full step, if it does no harm
             trial = theta - step
             if loss(trial) <= current:
                 theta = trial
             break
+        t = 1.0
         while True:
             trial = theta - t * step
             value = loss(trial)

@@ -12,6 +12,7 @@ are submodules, imported where needed:
 * :mod:`benchlib.evaluation` -- the FID evaluation of refinement methods shared by the FID tables
   (methods, recorded trajectories, stopping rules, references, Markdown and plots);
 * :mod:`benchlib.safe` -- the bases, scorers and shared runs of the safe-defaults study;
+* :mod:`benchlib.text_report` -- the text table's Markdown and figure;
 * :mod:`benchlib.memory` -- peak-memory measurement in a fresh process (for ``speed.py``);
 * :mod:`benchlib.resume` -- checkpoints and loss logs of resumable GAN training runs.
 """
