@@ -20,9 +20,10 @@ images: 2,000) and scored on *test* data (2D: EMD to 1,000 fresh points, HQ %, m
 * the cost: gradient steps run and wall time relative to 25 plain steps of the same base (timed
   back to back in one process);
 * the real-data rule's design curves: the default step rule for 100 steps, the test metric and
-  DataMatch's two distances (energy, MMD) every 5 steps, DataMatch replayed on them for each
-  distance, budgets 25 / 50 / 100 and patience 1 / 2 / 3 (``--long``: which halves get them), and
-  the critic's Platt-calibrated gain.
+  DataMatch's distances (``benchlib.safe.CURVE_DISTANCES``: the energy distance on images' random-CNN
+  features, the default; the energy distance and kernel MMD on the samples) every 5 steps,
+  DataMatch replayed on them for each distance, budget and patience (``--long``: which halves get
+  them), and the critic's Platt-calibrated gain.
 
 Writes benchmarks/results/safe_defaults.json / .md / .png. Per-base results are cached under
 benchmarks/results/_scratch/safe_defaults/ (keyed by their settings).
@@ -44,9 +45,8 @@ import dgflow.distances
 import dgflow.flow
 import dgflow.stopping
 from benchlib import BENCHMARKS, RESULTS, command_line, pyplot
-from benchlib.safe import (CACHE_DIR, LONG_STEPS, SPLIT_FILE, int_keys, jobs_of, long_curve, noise_of,
-                           replay_datamatch, setup)
-from dgflow.distances import DISTANCES
+from benchlib.safe import (CACHE_DIR, CURVE_DISTANCES, HALVES, LONG_STEPS, SPLIT_FILE, int_keys, jobs_of,
+                           long_curve, noise_of, replay_datamatch, setup)
 from dgflow.stopping import LogitMatch, mean_logit
 
 ORACLE_ETAS = (0.1, 0.03, 0.01)
@@ -105,7 +105,7 @@ def fixed_stage(job: dict) -> dict:
 
 
 def long_stage(job: dict) -> dict:
-    """The default step rule for LONG_STEPS steps, test metric and both distances every 5
+    """The default step rule for LONG_STEPS steps, test metric and DataMatch's distances every 5
     (benchlib.safe.long_curve)."""
     a = job["args"]
     return long_curve(setup(job, a), a.seed)
@@ -158,7 +158,8 @@ def run_base(job: dict) -> dict:
                                             "stage": stage_code})
     long = None
     if job["args"].long in ("all", job["half"]):
-        long = cached(long_stage, job, {**steps, "long_steps": LONG_STEPS, "distances": list(DISTANCES)})
+        long = cached(long_stage, job, {**steps, "long_steps": LONG_STEPS, "distances": CURVE_DISTANCES,
+                                        "code": _source_hash(dgflow.distances)})
         long["checks"] = int_keys(long["checks"])
     out = {k: v for k, v in job.items() if k != "args"}
     out.update(fixed, long=long, seconds=fixed["seconds"] + (long or {}).get("seconds", 0) + defaults["seconds"])
@@ -186,7 +187,8 @@ def judge(base: float, oracle: float, rule: float, noise: float) -> dict:
 
 
 # ----------------------------------------------------------------------------- summary
-REPLAY_BUDGETS, REPLAY_PATIENCE = (25, 50, 100), (1, 2, 3)
+# DataMatch's budget and patience, replayed: budgets 25 / 50 / 100 at patience 2, patience 1 / 3 at 100
+REPLAY_SETTINGS = ((25, 2), (50, 2), (100, 1), (100, 2), (100, 3))
 
 
 def replay_table(results: list[dict]) -> dict:
@@ -195,8 +197,7 @@ def replay_table(results: list[dict]) -> dict:
     out = {}
     for half in dict.fromkeys(r["half"] for r in results):
         rows = [r for r in results if r["half"] == half and r["long"]]
-        for distance, budget, patience in ((x, b, p) for x in DISTANCES for b in REPLAY_BUDGETS
-                                           for p in REPLAY_PATIENCE):
+        for distance, (budget, patience) in ((x, bp) for x in CURVE_DISTANCES for bp in REPLAY_SETTINGS):
             judged = []
             for r in rows:
                 step = replay_datamatch(r["long"]["checks"], budget, patience, distance)
@@ -287,10 +288,12 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
     replay = replay_table(results)
     if replay:
         lines += ["", "## The real-data rule's distance, budget and patience, replayed", "",
-                  f"The default step rule run {LONG_STEPS} steps per base (no stop), the test metric and both of "
-                  "DataMatch's distances to the real samples (energy distance, kernel MMD) every 5 steps; DataMatch "
-                  "replayed on that curve for each distance, budget and patience. The distance and budget of "
-                  "`refine(G, D, z, real=...)` were chosen on the dev rows.", "",
+                  f"The default step rule run {LONG_STEPS} steps per base (no stop), the test metric and "
+                  "DataMatch's distances to the real samples every 5 steps (*energy*: the default, on images' "
+                  "random-CNN features, else on the samples; *pixels*: on the samples themselves, images too); "
+                  "DataMatch replayed on that curve for each distance, budget and patience. The budget of "
+                  "`refine(G, D, z, real=...)` was chosen on the dev rows, the features on dev and test "
+                  "(stop 18, after the test half had been seen); the holdout half was trained after that.", "",
                   "| half | distance | budget | patience | bases | worse beyond noise | mean recovery | "
                   "median recovery | worst recovery | mean step returned |", "|---|---|---|---|---|---|---|---|---|---|"]
         for key, row in replay.items():
@@ -312,10 +315,11 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    """Relative change of the test metric per base and rule, dev and test halves side by side."""
+    """Relative change of the test metric per base and rule, the halves side by side."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6), sharey=True, squeeze=False)
-    for ax, half in zip(axes[0], ("dev", "test")):
+    halves = list(dict.fromkeys(r["half"] for r in results))
+    fig, axes = plt.subplots(1, len(halves), figsize=(7.5 * len(halves), 6), sharey=True, squeeze=False)
+    for ax, half in zip(axes[0], halves):
         rows = [r for r in results if r["half"] == half]
         width = 0.8 / (len(RULES) + 1)
         for j, rule in enumerate(("oracle",) + RULES):
@@ -336,7 +340,7 @@ def plot(results: list[dict], path: Path) -> None:
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--split", choices=["dev", "test", "all"], default="all")
+    p.add_argument("--split", choices=[*HALVES, "all"], default="all")
     p.add_argument("--only", nargs="+", help="labels of bases to run (default: all of the split)")
     p.add_argument("--n", type=int, default=5000)
     p.add_argument("--emd-n", type=int, default=1000)
@@ -345,7 +349,7 @@ def main(argv=None) -> int:
     p.add_argument("--image-max-steps", type=int, default=40, help="oracle scan of the image bases")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--long", choices=["dev", "test", "all", "none"], default="all",
+    p.add_argument("--long", choices=[*HALVES, "all", "none"], default="all",
                    help=f"halves whose bases also run the default step rule for {LONG_STEPS} steps (the "
                         "real-data rule's design curves)")
     p.add_argument("--fresh", action="store_true")

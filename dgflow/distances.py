@@ -1,16 +1,19 @@
 """Distances between two samples, for stopping rules (:class:`dgflow.stopping.DataMatch`).
 
 :func:`energy_distance` (bandwidth-free) and :func:`mmd2` (Gaussian kernels at multiples of the
-median squared distance, :func:`median_bandwidth`), both unbiased, on samples flattened to vectors.
+median squared distance, :func:`median_bandwidth`), both unbiased, on samples flattened to vectors;
+:class:`RandomConvFeatures`, a fixed untrained CNN that maps images to the vectors they are taken on
+(:func:`auto_features` chooses it for image-shaped samples).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["DISTANCES", "MMD_SCALES", "as_points", "energy_distance", "mean_pairwise_distance", "median_bandwidth",
-           "mmd2"]
+__all__ = ["DISTANCES", "MMD_SCALES", "RandomConvFeatures", "as_points", "auto_features", "energy_distance",
+           "mean_pairwise_distance", "median_bandwidth", "mmd2"]
 
 
 def median_bandwidth(x: torch.Tensor, max_points: int = 1000) -> float:
@@ -97,3 +100,60 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, yy: Optional[float] = None
 
 
 DISTANCES = ("energy", "mmd")  # DataMatch's criteria: energy_distance (the default), mmd2
+
+
+class RandomConvFeatures:
+    """A fixed, seeded, untrained ReLU CNN: images (N, C, H, W) -> (N, sum(widths)) features.
+
+    Layer k is a 3x3 convolution of stride 2 to ``widths[k]`` channels with He-normal weights and no
+    bias, then a ReLU; the features are every layer's channel means over space. An untrained network
+    needs no download and no training data, and its features are what a distance sees of the images'
+    local structure at three scales rather than of their individual pixels (randomly initialised
+    embeddings are used to compare image distributions off ImageNet, Naeem et al. 2020, "Reliable
+    fidelity and diversity metrics for generative models"). The weights depend on ``channels`` and
+    ``seed`` only (drawn on the CPU, then moved to the input's device and dtype), so every device
+    and run sees the same network. ``batch_size`` bounds the images in memory at once.
+    """
+
+    def __init__(self, channels: int, widths: Sequence[int] = (32, 64, 128), seed: int = 0, batch_size: int = 256):
+        rng = torch.Generator().manual_seed(seed)
+        self.weights, c = [], channels
+        for w in widths:
+            self.weights.append(torch.randn(w, c, 3, 3, generator=rng) * (2.0 / (9 * c)) ** 0.5)
+            c = w
+        self.channels, self.batch_size = channels, batch_size
+        self._moved: dict = {}
+
+    def _on(self, x: torch.Tensor) -> list[torch.Tensor]:
+        key = (x.device, x.dtype)
+        if key not in self._moved:
+            self._moved[key] = [w.to(x.device, x.dtype) for w in self.weights]
+        return self._moved[key]
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"RandomConvFeatures({self.channels}) takes images (N, {self.channels}, H, W), "
+                             f"got shape {tuple(x.shape)}")
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
+        out = []
+        for chunk in x.split(self.batch_size):
+            h, feats = chunk, []
+            for w in self._on(chunk):
+                h = F.relu(F.conv2d(h, w, stride=2, padding=1))
+                feats.append(h.mean((2, 3)))
+            out.append(torch.cat(feats, 1))
+        return torch.cat(out)
+
+
+#: the smallest height and width :func:`auto_features` treats as an image
+MIN_IMAGE_SIZE = 8
+
+
+def auto_features(real: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """The feature map DataMatch's ``features="auto"`` takes its distance in: :class:`RandomConvFeatures`
+    for image-shaped samples (N, C, H, W) with H, W >= :data:`MIN_IMAGE_SIZE`, else ``None`` (the
+    samples themselves, flattened: 2D points, one-hot text)."""
+    if real.dim() == 4 and min(real.shape[2:]) >= MIN_IMAGE_SIZE:
+        return RandomConvFeatures(real.shape[1])
+    return None

@@ -27,130 +27,21 @@ Two more, measured in ``benchmarks/step_rules.py``:
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Union
 
 import torch
 
 from ._checks import check_batch_size, check_float, check_int
 from .calibration import fit_affine
-from .distances import (DISTANCES, MMD_SCALES, _kernel_mean, _median_offdiag, energy_distance,
+from .distances import (DISTANCES, MMD_SCALES, _kernel_mean, _median_offdiag, auto_features, energy_distance,
                         mean_pairwise_distance, mmd2)
-from .engine import record_steps
+from .logit_rules import LogitMatch, best_step, mean_logit
 from .passes import generate, logits
 
+__all__ = ["AT_CHANCE_GAIN", "AtChance", "DataMatch", "LogitMatch", "best_step", "calibrated_gain", "estimated_gain",
+           "mean_logit"]
+
 Model = Callable[[torch.Tensor], torch.Tensor]
-
-
-class LogitMatch:
-    """Stop predicate: the batch's mean logit has reached the mean logit of held-out real data.
-
-    ``LogitMatch(critic, x_real)`` computes the target t = mean d(x_real) once. Called by
-    :func:`dgflow.refine` as ``stop(step, z, logits)``, it remembers the first step's mean logit
-    m0 and returns True once the mean logit reaches ``m0 + fraction * (t - m0)``; the step at
-    which it fired is kept in :attr:`step` (``None`` if it never fired), the mean logits seen in
-    :attr:`history`. A batch that already scores as real (m0 >= t) stops at step 0, unchanged.
-
-    Args:
-        critic: the critic used for refinement (same logit convention).
-        real: held-out real samples (M, ...), M >= 1, not the samples the critic was trained on
-            if you have them (a critic scores its own training data higher).
-        fraction: share of the gap m0 -> t to close before stopping, in (0, 1]. The default 1/2
-            stopped better than 1 on the 14 bases of ``benchmarks/step_rules.py`` (mean test FID
-            change -17.5% vs -7.2% on Fashion-MNIST, test EMD +0.6% vs +0.4% on 2D): a critic's
-            logit can be climbed faster than the samples improve.
-        batch_size: chunk size for scoring ``real``.
-    """
-
-    def __init__(self, critic: Model, real: torch.Tensor, fraction: float = 0.5,
-                 batch_size: Optional[int] = None):
-        self._setup(mean_logit(critic, real, batch_size), fraction)
-
-    @classmethod
-    def from_target(cls, target: float, fraction: float = 0.5) -> "LogitMatch":
-        """The rule for a known target mean logit (e.g. computed once for many runs)."""
-        rule = cls.__new__(cls)
-        rule._setup(check_float(target, "target"), fraction)
-        return rule
-
-    def _setup(self, target: float, fraction: float) -> None:
-        self.fraction = check_float(fraction, "fraction", positive=True)
-        if self.fraction > 1:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        self.target = target
-        self.start: Optional[float] = None
-        self.step: Optional[int] = None
-        self.history: list[float] = []
-
-    def as_dict(self) -> dict:
-        """The rule's settings (what a saved run records of it, e.g. ``run.json`` of ``dgflow refine``)."""
-        return {"rule": "LogitMatch", "target": self.target, "fraction": self.fraction}
-
-    def threshold(self) -> float:
-        """The mean logit at which the rule fires (needs the first step's mean)."""
-        if self.start is None:
-            raise RuntimeError("threshold is known after the first step")
-        return self.start + self.fraction * (self.target - self.start)
-
-    def stop_step(self, mean_logits: Sequence[float]) -> Optional[int]:
-        """The step this rule stops at, replayed on the mean logits of steps 0, 1, ... (e.g. recorded
-        by a callback); ``None`` if it never fires. Resets the rule like a new run."""
-        return next((k for k, m in enumerate(mean_logits) if self(k, None, torch.tensor([float(m)]))), None)
-
-    def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor) -> bool:
-        mean = float(logits.float().mean())
-        if step == 0:  # a new run
-            self.start, self.step, self.history = mean, None, []
-        self.history.append(mean)
-        if self.step is None and mean >= self.threshold():
-            self.step = step
-            return True
-        return False
-
-
-def mean_logit(critic: Model, real: torch.Tensor, batch_size: Optional[int] = None) -> float:
-    """Mean critic logit over samples ``real`` (M, ...), without gradients, models restored."""
-    if not isinstance(real, torch.Tensor) or real.dim() < 1 or len(real) == 0:
-        raise ValueError("real must be a non-empty tensor of real samples (M, ...)")
-    if not bool(torch.isfinite(real).all()):
-        bad = int((~torch.isfinite(real)).reshape(len(real), -1).any(1).sum())
-        raise ValueError(f"real contains non-finite values (NaN or inf) in {bad} of {len(real)} samples")
-    return float(logits(None, critic, real, check_batch_size(batch_size), name="real").mean())
-
-
-def best_step(generator: Optional[Model], trajectory: torch.Tensor, score: Callable[[torch.Tensor], float],
-              every: int, steps: int, *, batch_size: Optional[int] = None) -> tuple[int, dict[int, float]]:
-    """The step whose decoded samples have the lowest validation ``score``.
-
-    Args:
-        generator: decodes latents (``None``: the trajectory holds samples).
-        trajectory: states (T, N, ...) from ``refine(..., steps=steps, return_trajectory=every)``:
-            steps 0, every, 2 * every, ... and ``steps`` (see :func:`dgflow.engine.record_steps`).
-        score: samples -> float, lower is better (e.g. FID against a held-out data split; never
-            the test split you report).
-        every: the ``return_trajectory`` spacing.
-        steps: the last step of the trajectory (``refine``'s ``steps``, or the step a ``stop``
-            rule ended the flow at).
-        batch_size: decode in chunks of this size.
-
-    Returns:
-        ``(step, scores)``: the best step (the earliest on ties) and every recorded step's score.
-        Take ``trajectory[list(scores).index(step)]``, or refine again with ``steps=step``.
-    """
-    every = check_int(every, "every", 1)
-    at = record_steps(check_int(steps, "steps"), every)
-    if not isinstance(trajectory, torch.Tensor) or trajectory.dim() < 3 or len(trajectory) != len(at):
-        got = tuple(trajectory.shape) if isinstance(trajectory, torch.Tensor) else type(trajectory).__name__
-        raise ValueError(f"trajectory must be a tensor (T, N, ...) with T = {len(at)} states (steps {at[0]}..{at[-1]} "
-                         f"every {every}, from refine(..., return_trajectory={every})), got {got}")
-    scores: dict[int, float] = {}
-    for k, state in zip(at, trajectory):
-        x = state if generator is None else generate(generator, state, batch_size)
-        value = float(score(x))
-        if math.isnan(value):
-            raise FloatingPointError(f"score returned NaN at step {k}")
-        scores[k] = value
-    best = min(scores, key=lambda k: (scores[k], k))
-    return best, scores
 
 
 # ----------------------------------------------------------------------------- the default rules
@@ -225,6 +116,17 @@ def calibrated_gain(d_real: torch.Tensor, d_fake: torch.Tensor) -> tuple[float, 
     return (estimated_gain(a * d_fake) if a > 0 else 0.0), (a, b)
 
 
+def _resolve_features(features: object, real: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """DataMatch's ``features`` argument as a feature map, or ``None`` for the samples themselves."""
+    if isinstance(features, str):
+        if features != "auto":
+            raise ValueError(f"features must be 'auto', None or a callable (N, ...) -> (N, F), got {features!r}")
+        return auto_features(real)
+    if features is not None and not callable(features):
+        raise TypeError(f"features must be 'auto', None or a callable (N, ...) -> (N, F), got {type(features).__name__}")
+    return features
+
+
 class DataMatch:
     """Stop rule with held-out real data: end the flow once the samples stop getting closer to it.
 
@@ -243,8 +145,11 @@ class DataMatch:
     against the energy distance on the development bases, docs/design.md §8.3). The flow ends once
     ``patience`` checks in a row have not improved on the best, and :func:`dgflow.refine` returns
     the state of the best check (:meth:`finish`; its step is :attr:`step`, every check's value
-    :attr:`history`). The distance is taken on whatever the generator outputs (pixels for images):
-    it ranks states of one run, it is no quality metric. Its cost (setup, calibration, checks) is
+    :attr:`history`). The distance is taken on ``features`` of the samples: by default
+    (``"auto"``) images (N, C, H, W) are mapped by a fixed untrained CNN
+    (:class:`dgflow.distances.RandomConvFeatures`) and anything else (2D points, one-hot text) is
+    compared as it is. On image bases the pixels' energy distance turned up while the FID was still
+    falling (docs/design.md §8.3). It ranks states of one run; it is no quality metric. Its cost (setup, calibration, checks) is
     recorded in the run's ``RunInfo.stop_seconds``; ``RunInfo.stop_overhead`` relates it to the steps'.
 
     Args:
@@ -258,11 +163,15 @@ class DataMatch:
         min_gain: the at-chance threshold, nats (``None``: no test; :data:`AT_CHANCE_GAIN` is
             :class:`AtChance`'s).
         distance: ``"energy"`` or ``"mmd"`` (:data:`DISTANCES`).
+        features: what the distance is taken on: ``"auto"`` (:func:`dgflow.distances.auto_features`),
+            ``None`` (the samples themselves) or a callable (N, ...) -> (N, F) applied to the decoded
+            and the real samples alike (e.g. an Inception network's pool features).
     """
 
     def __init__(self, real: torch.Tensor, generator: Optional[Model] = None, critic: Optional[Model] = None,
                  every: int = 5, patience: int = 2, max_points: int = 1000, batch_size: Optional[int] = None,
-                 min_gain: Optional[float] = None, distance: str = "energy"):
+                 min_gain: Optional[float] = None, distance: str = "energy",
+                 features: Union[str, Callable[[torch.Tensor], torch.Tensor], None] = "auto"):
         if not isinstance(real, torch.Tensor) or real.dim() < 1 or len(real) < 2:
             raise ValueError("real must be a tensor of at least 2 held-out real samples (M, ...)")
         if not bool(torch.isfinite(real).all()):
@@ -279,11 +188,13 @@ class DataMatch:
         self.distance = distance
         self.generator, self.critic = generator, critic
         self.real = real.detach()[: self.max_points]
+        self.features = _resolve_features(features, self.real)
+        self._real_points = self._points(self.real)
         self.bandwidth: Optional[float] = None  # the MMD's kernel scale; the energy distance has none
         if distance == "energy":  # the real-real term, once
-            self._yy = mean_pairwise_distance(self.real)
+            self._yy = mean_pairwise_distance(self._real_points)
         else:
-            y = self.real.flatten(1).double()
+            y = self._real_points.flatten(1).double()
             d2 = torch.cdist(y, y).pow(2)
             self.bandwidth = _median_offdiag(d2[:1000, :1000])  # median_bandwidth's first 1,000 points
             self._yy = _kernel_mean(d2, self.bandwidth, MMD_SCALES, True)
@@ -300,7 +211,8 @@ class DataMatch:
 
     def as_dict(self) -> dict:
         return {"rule": "DataMatch", "every": self.every, "patience": self.patience, "max_points": self.max_points,
-                "n_real": len(self.real), "distance": self.distance, "bandwidth": self.bandwidth,
+                "n_real": len(self.real), "distance": self.distance, "features": self.features_name,
+                "bandwidth": self.bandwidth,
                 "min_gain": self.min_gain, "gain": self.gain, "calibration": self.calibration}
 
     @property
@@ -316,15 +228,35 @@ class DataMatch:
             return "not run"
         first, last = min(self.history), max(self.history)
         name = "energy distance" if self.distance == "energy" else "kernel MMD^2"
+        if self.features is not None:
+            name += f" ({self.features_name})"
         return (f"{name} to the real samples lowest at step {self.step}: {self.history[self.step]:.3g} "
                 f"(step {first}: {self.history[first]:.3g}; {len(self.history)} checks to step {last})")
+
+    @property
+    def features_name(self) -> Optional[str]:
+        """The feature map's name (its class or function name), ``None`` without one."""
+        f = self.features
+        return None if f is None else getattr(f, "__name__", type(f).__name__)
+
+    def _points(self, x: torch.Tensor) -> torch.Tensor:
+        """What the distance compares: ``features(x)`` (checked), or ``x``."""
+        if self.features is None:
+            return x
+        with torch.no_grad():
+            out = self.features(x)
+        if not isinstance(out, torch.Tensor) or out.dim() < 1 or len(out) != len(x):
+            raise ValueError(f"features must map samples (N, ...) to a tensor (N, F), got "
+                             f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))} for N = {len(x)}")
+        return out.detach()
 
     def score(self, z: torch.Tensor) -> float:
         """The distance of the decoded first ``max_points`` latents of ``z`` to the real samples."""
         x = generate(self.generator, z[: self.max_points], self.batch_size).to(self.real.device, self.real.dtype)
+        x = self._points(x)
         if self.distance == "energy":
-            return energy_distance(x, self.real, yy=self._yy)
-        return mmd2(x, self.real, self.bandwidth, yy=self._yy)
+            return energy_distance(x, self._real_points, yy=self._yy)
+        return mmd2(x, self._real_points, self.bandwidth, yy=self._yy)
 
     def _check(self, step: int, z: torch.Tensor) -> None:
         value = self.score(z)

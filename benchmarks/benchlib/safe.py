@@ -3,8 +3,8 @@
 * :func:`jobs_of` reads the development / test split (``benchmarks/configs/safe_defaults_bases.yaml``);
 * :func:`setup` loads one base with its test-metric scorer, latents and held-out real samples;
 * :func:`long_curve`: the default step rule run far past the budget with, every 5 steps, the test
-  metric and the energy distance and kernel MMD to the real samples :class:`dgflow.stopping.DataMatch`
-  would see, and
+  metric and the distances to the real samples :class:`dgflow.stopping.DataMatch` can take
+  (:data:`CURVE_DISTANCES`), and
   the critic's raw and Platt-calibrated estimated gain at step 0 (what the real-data rule is
   designed from, on the development half);
 * :func:`replay_datamatch`: what DataMatch with a given budget, patience and distance returns on
@@ -30,13 +30,15 @@ from .bases import load_toy2d_base, register_gan_base, toy2d_base_path
 
 SPLIT_FILE = BENCHMARKS / "configs" / "safe_defaults_bases.yaml"
 CACHE_DIR = SCRATCH / "safe_defaults"
+#: the split file's halves: dev (designed on), test (seen since stop 14), holdout (trained at stop 18)
+HALVES = ("dev", "test", "holdout")
 
 
 def jobs_of(split: str) -> list[dict]:
-    """The bases of ``split`` (``dev``, ``test`` or ``all``), in the split file's order."""
+    """The bases of ``split`` (a half: ``dev``, ``test``, ``holdout``; or ``all``), in the split file's order."""
     spec = yaml.safe_load(SPLIT_FILE.read_text())
     jobs = []
-    for half in ("dev", "test") if split == "all" else (split,):
+    for half in HALVES if split == "all" else (split,):
         for ds, loss, seed, iters in spec[half].get("toy2d", []):
             jobs.append({"half": half, "kind": "2d", "dataset": ds, "label": f"{ds} {loss} s{seed} it{iters}",
                          "path": str(toy2d_base_path(ds, loss, seed, iters))})
@@ -134,16 +136,22 @@ def noise_of(b: Base, seed: int, base_score: float) -> float:
 LONG_STEPS = 100
 
 
+#: the distances a long curve records (DataMatch's settings): refine's default, the energy distance
+#: on images' random-CNN features (else on the samples); and on the samples themselves, the energy
+#: distance (the default before stop 18) and the kernel MMD (before stop 16)
+CURVE_DISTANCES = {"energy": {}, "energy, pixels": {"features": None}, "mmd, pixels": {"distance": "mmd", "features": None}}
+
+
 def long_curve(b: Base, seed: int, steps: int = LONG_STEPS) -> dict:
-    """The default step rule (no stop) for ``steps`` steps: every 5 steps the test score and the two
-    distances DataMatch can use; the step-0 raw and Platt-calibrated estimated gains."""
-    dm = DataMatch(b.real, b.g, batch_size=b.batch_size, distance="mmd")
-    de = DataMatch(b.real, b.g, batch_size=b.batch_size, distance="energy")
+    """The default step rule (no stop) for ``steps`` steps: every 5 steps the test score and the
+    distances DataMatch can use (:data:`CURVE_DISTANCES`); the step-0 raw and Platt-calibrated
+    estimated gains."""
+    rules = {name: DataMatch(b.real, b.g, batch_size=b.batch_size, **kw) for name, kw in CURVE_DISTANCES.items()}
     d_fake = critic_logits(b.g, b.d, b.z, b.batch_size)
-    gain_cal, (a_cal, b_cal) = calibrated_gain(critic_logits(None, b.d, dm.real, b.batch_size), d_fake)
+    gain_cal, (a_cal, b_cal) = calibrated_gain(critic_logits(None, b.d, rules["energy"].real, b.batch_size), d_fake)
     _, traj = dgflow.refine(b.g, b.d, b.z, steps=steps, stop=None, return_trajectory=5,
                             batch_size=b.batch_size, generator_rng=seed + 4)
-    checks = {5 * i: {"mmd": dm.score(s), "energy": de.score(s), **b.score(s)} for i, s in enumerate(traj)}
+    checks = {5 * i: {**{name: r.score(s) for name, r in rules.items()}, **b.score(s)} for i, s in enumerate(traj)}
     return {"steps": steps, "checks": checks, "gain_raw": estimated_gain(d_fake), "gain_calibrated": gain_cal,
             "platt": [a_cal, b_cal]}
 
