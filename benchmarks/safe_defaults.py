@@ -293,7 +293,7 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
                   "random-CNN features, else on the samples; *pixels*: on the samples themselves, images too); "
                   "DataMatch replayed on that curve for each distance, budget and patience. The budget of "
                   "`refine(G, D, z, real=...)` was chosen on the dev rows, the features on dev and test "
-                  "(stop 18, after the test half had been seen); the holdout half was trained after that.", "",
+                  "after the test half had been seen; the holdout half was trained after that.", "",
                   "| half | distance | budget | patience | bases | worse beyond noise | mean recovery | "
                   "median recovery | worst recovery | mean step returned |", "|---|---|---|---|---|---|---|---|---|---|"]
         for key, row in replay.items():

@@ -114,7 +114,8 @@ def refine(
             (no sample's drift then exceeds eta times the first step's median drift).
         stop: when to end the flow before ``steps`` (which is then a budget). ``"auto"`` (the
             default): with ``real`` data :class:`dgflow.stopping.DataMatch` (the energy distance of the
-            decoded samples to ``real``, every 5 steps; the best state is returned), without
+            decoded samples to ``real``, images through a fixed untrained CNN, every 5 steps; the
+            best state is returned), without
             :class:`dgflow.stopping.AtChance` (a critic at chance on the batch, estimated gain below
             0.02 nats, leaves it unchanged; otherwise all ``steps`` run). ``None``: exactly
             ``steps`` steps, the paper's scheme. Or a predicate ``stop(step, z_step, logits) ->
