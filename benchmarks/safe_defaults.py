@@ -159,7 +159,7 @@ def run_base(job: dict) -> dict:
     long = None
     if job["args"].long in ("all", job["half"]):
         long = cached(long_stage, job, {**steps, "long_steps": LONG_STEPS, "distances": CURVE_DISTANCES,
-                                        "code": _source_hash(dgflow.distances)})
+                                        "code": _source_hash(dgflow.stopping, dgflow.distances)})
         long["checks"] = int_keys(long["checks"])
     out = {k: v for k, v in job.items() if k != "args"}
     out.update(fixed, long=long, seconds=fixed["seconds"] + (long or {}).get("seconds", 0) + defaults["seconds"])

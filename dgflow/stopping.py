@@ -252,8 +252,12 @@ class DataMatch:
 
     def score(self, z: torch.Tensor) -> float:
         """The distance of the decoded first ``max_points`` latents of ``z`` to the real samples."""
-        x = generate(self.generator, z[: self.max_points], self.batch_size).to(self.real.device, self.real.dtype)
-        x = self._points(x)
+        return self.distance_to(generate(self.generator, z[: self.max_points], self.batch_size))
+
+    def distance_to(self, x: torch.Tensor) -> float:
+        """The distance of samples ``x`` (in the generator's output space; the first ``max_points``
+        are used) to the real samples, on the rule's features."""
+        x = self._points(x[: self.max_points].to(self.real.device, self.real.dtype))
         if self.distance == "energy":
             return energy_distance(x, self._real_points, yy=self._yy)
         return mmd2(x, self._real_points, self.bandwidth, yy=self._yy)

@@ -56,6 +56,17 @@ def test_data_match_takes_its_distance_on_the_features():
     assert mmd.score(moved) == pytest.approx(mmd.score(other), rel=1e-5)
 
 
+def test_a_check_decodes_the_first_points_and_takes_the_distance_of_the_samples():
+    torch.manual_seed(0)
+    gen = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Unflatten(1, (1, 8, 8)))
+    rule = DataMatch(images(30, size=8, seed=3), gen, max_points=20)
+    z = torch.randn(30, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        x = gen(z)
+    assert rule.score(z) == rule.distance_to(x) == rule.distance_to(x[:20])
+    assert rule.distance_to(x) != rule.distance_to(x[10:])
+
+
 def test_refine_with_real_images_ranks_states_by_the_features_and_says_so():
     torch.manual_seed(0)
     gen = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Unflatten(1, (1, 8, 8)))

@@ -152,7 +152,10 @@ def long_curve(b: Base, seed: int, steps: int = LONG_STEPS) -> dict:
     gain_cal, (a_cal, b_cal) = calibrated_gain(critic_logits(None, b.d, rules["energy"].real, b.batch_size), d_fake)
     _, traj = dgflow.refine(b.g, b.d, b.z, steps=steps, stop=None, return_trajectory=5,
                             batch_size=b.batch_size, generator_rng=seed + 4)
-    checks = {5 * i: {**{name: r.score(s) for name, r in rules.items()}, **b.score(s)} for i, s in enumerate(traj)}
+    checks = {}
+    for i, s in enumerate(traj):  # each state decoded once for the rules' distances (the same first points)
+        x = dgflow.generate(b.g, s[: rules["energy"].max_points], b.batch_size)
+        checks[5 * i] = {**{name: r.distance_to(x) for name, r in rules.items()}, **b.score(s)}
     return {"steps": steps, "checks": checks, "gain_raw": estimated_gain(d_fake), "gain_calibrated": gain_cal,
             "platt": [a_cal, b_cal]}
 
