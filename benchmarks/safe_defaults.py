@@ -42,7 +42,9 @@ from pathlib import Path
 import dgflow
 import dgflow.calibration
 import dgflow.distances
+import dgflow.engine
 import dgflow.flow
+import dgflow.solvers
 import dgflow.stopping
 from benchlib import BENCHMARKS, RESULTS, command_line, pyplot
 from benchlib.safe import (CACHE_DIR, CURVE_DISTANCES, HALVES, LONG_STEPS, SPLIT_FILE, int_keys, jobs_of,
@@ -154,7 +156,7 @@ def run_base(job: dict) -> dict:
     defaults = cached(defaults_stage, job, {"refine": repr(dgflow.flow.refine_defaults(*STEP_DEFAULTS, "steps", "stop")),
                                             "budgets": [dgflow.flow.DEFAULT_STEPS, dgflow.flow.DATA_STEPS],
                                             "code": _source_hash(dgflow.flow, dgflow.stopping, dgflow.distances,
-                                                                 dgflow.calibration),
+                                                                 dgflow.calibration, dgflow.engine, dgflow.solvers),
                                             "stage": stage_code})
     long = None
     if job["args"].long in ("all", job["half"]):

@@ -103,10 +103,13 @@ DISTANCES = ("energy", "mmd")  # DataMatch's criteria: energy_distance (the defa
 
 
 class RandomConvFeatures:
-    """A fixed, seeded, untrained ReLU CNN: images (N, C, H, W) -> (N, sum(widths)) features.
+    """A fixed, seeded, untrained ReLU CNN: images (N, C, H, W) -> (N, 2 * sum(widths)) features.
 
     Layer k is a 3x3 convolution of stride 2 to ``widths[k]`` channels with He-normal weights and no
-    bias, then a ReLU; the features are every layer's channel means over space. An untrained network
+    bias, then a ReLU; the features are every layer's channel means over space, then every layer's
+    channel standard deviations over space (how much of each pattern, and how unevenly it is spread:
+    adding the deviations to the means tracked the FID of flows on the seen image bases better,
+    docs/design.md §8.3). An untrained network
     needs no download and no training data, and its features are what a distance sees of the images'
     local structure at three scales rather than of their individual pixels (randomly initialised
     embeddings are used to compare image distributions off ImageNet, Naeem et al. 2020, "Reliable
@@ -138,11 +141,12 @@ class RandomConvFeatures:
         x = x.to(torch.promote_types(x.dtype, torch.float32))
         out = []
         for chunk in x.split(self.batch_size):
-            h, feats = chunk, []
+            h, means, stds = chunk, [], []
             for w in self._on(chunk):
                 h = F.relu(F.conv2d(h, w, stride=2, padding=1))
-                feats.append(h.mean((2, 3)))
-            out.append(torch.cat(feats, 1))
+                means.append(h.mean((2, 3)))
+                stds.append(h.std((2, 3), correction=0))  # 0 on a 1 x 1 map, not NaN
+            out.append(torch.cat(means + stds, 1))
         return torch.cat(out)
 
 

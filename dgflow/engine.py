@@ -42,6 +42,9 @@ class Update(Protocol):
     def __call__(self, step: int, state: torch.Tensor, logits: torch.Tensor, grad: torch.Tensor
                  ) -> torch.Tensor: ...
 
+    # Optional: ``rescale(factor)`` multiplies the step size from the next step on; an update that has
+    # it can be steered by a stop rule with a ``steer`` method (:func:`take_steer`).
+
 
 @dataclass
 class RunInfo:
@@ -54,7 +57,8 @@ class RunInfo:
         stop_step: the step whose state is returned when a stop rule ended the flow early: the
             step at which ``stop`` returned True (the state before that step's update), or the
             step a rule with a ``finish`` method chose (:class:`dgflow.stopping.DataMatch`: its
-            best check); ``None`` if the budget ended the flow at its last state.
+            best check); ``None`` if the budget ended the flow at its last state. Under a rule
+            that steers the step (DataMatch) a step is a gradient pass, not a unit of flow time.
         stop_reason: why the flow ended where it did, in words.
         stop_rule: the stop rule's settings and findings (its ``as_dict()``, e.g. DataMatch's
             distance and the critic's calibrated gain), or ``{}``.
@@ -157,6 +161,7 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
     fills ``info.history`` (also computed for the progress bar).
     """
     cb = make_callback(callback)
+    check_steerable(stop, update)
     state = z.detach().clone()
     record = record_steps(steps, every) if every else []
     traj = [state.clone()] if 0 in record else []
@@ -181,6 +186,12 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
                 if record and step not in record:  # the last state belongs to the trajectory
                     traj.append(state.clone())
                 break
+            back = take_steer(stop, update)
+            if back is not None:  # the rule sent the flow back to an earlier state: its logits next step
+                state = back
+                if step + 1 in record:
+                    traj.append(state.clone())
+                continue
             new = update(step, state, logits, grad)
             check_state(step, new, update.hint)
             if diagnostics or progress:
@@ -199,6 +210,27 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
             info.stop_seconds += time.perf_counter() - t_finish
     info.seconds = time.perf_counter() - t0
     return state, traj, info
+
+
+def take_steer(stop: Stop | None, update: Update) -> torch.Tensor | None:
+    """Apply what a steering stop rule asks for after its call: ``stop.steer()`` returns ``None``
+    (go on), or ``(state, factor)``: multiply the update's step size by ``factor``
+    (``update.rescale``) and, unless ``state`` is ``None``, continue from ``state`` (returned) instead
+    of updating the current one. A rewind costs the step's pass: ``steps`` counts the passes."""
+    steer = getattr(stop, "steer", None)
+    move = steer() if callable(steer) else None
+    if move is None:
+        return None
+    state, factor = move
+    update.rescale(factor)  # checked by check_steerable before the run
+    return None if state is None else state.detach().clone()
+
+
+def check_steerable(stop: Stop | None, update: Update) -> None:
+    """A stop rule that steers (its ``steers`` is true) needs an update with ``rescale``."""
+    if getattr(stop, "steers", False) and not callable(getattr(update, "rescale", None)):
+        raise TypeError(f"stop: {type(stop).__name__} steers the step size, which the {update.name!r} update "
+                        "cannot change; turn its steering off (DataMatch: adapt_step=False)")
 
 
 def _timed(stop: Stop | None, info: RunInfo) -> Callable[[int, torch.Tensor, torch.Tensor], bool] | None:

@@ -95,6 +95,11 @@ class _FlowStep:
         self.hint = f" (eta={self.eta:.4g}, drift cap {self.cap}): use a smaller eta, or keep the cap clip"
         return {"eta": self.eta, "cap": self.cap, "gamma": self.gamma}
 
+    def rescale(self, factor: float) -> None:
+        """Multiply the step size eta by ``factor`` from the next step on (a stop rule that steers the
+        flow asks for it, :meth:`dgflow.stopping.DataMatch.steer`); the drift cap is a rate and stays."""
+        self.eta *= factor
+
 
 class EulerMaruyama(_FlowStep):
     """z <- z + eta * s(d) grad d (drift capped at ``cap``) + sqrt(2 gamma eta) xi, xi ~ N(0, I)."""
@@ -110,6 +115,10 @@ class EulerMaruyama(_FlowStep):
         params = super().start(state, logits, grad)
         self.noise_scale = math.sqrt(2.0 * self.gamma * self.eta)
         return params
+
+    def rescale(self, factor: float) -> None:
+        super().rescale(factor)
+        self.noise_scale = math.sqrt(2.0 * self.gamma * self.eta)  # the SDE's noise for the new step
 
     def __call__(self, step: int, state: torch.Tensor, logits: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         # The new state takes the drift's memory and the noise is scaled and added in place: fewer

@@ -9,8 +9,9 @@ chosen on the development half of the bases of ``benchmarks/safe_defaults.py``:
   returned unchanged. Otherwise the flow runs its ``steps``.
 * :class:`DataMatch` (``refine(..., real=x_real)``, a budget of 100 steps): every few steps, the
   energy distance between the decoded samples and held-out real samples; the flow ends once it has
-  stopped falling and the best state seen is returned. It also records the critic's estimated
-  gain after calibration on the real samples (:func:`calibrated_gain`).
+  stopped falling and the best state seen is returned. The same checks steer the step size (longer
+  steps while the distance falls, back to the best state and shorter ones when it does not). It also
+  records the critic's estimated gain after calibration on the real samples (:func:`calibrated_gain`).
 
 Two more, measured in ``benchmarks/step_rules.py``:
 
@@ -38,7 +39,7 @@ from .distances import (DISTANCES, MMD_SCALES, _kernel_mean, _median_offdiag, au
 from .logit_rules import LogitMatch, best_step, mean_logit
 from .passes import generate, logits
 
-__all__ = ["AT_CHANCE_GAIN", "AtChance", "DataMatch", "LogitMatch", "best_step", "calibrated_gain", "estimated_gain",
+__all__ = ["AT_CHANCE_GAIN", "STEP_GROW", "STEP_SHRINK", "STEP_MAX", "AtChance", "DataMatch", "LogitMatch", "best_step", "calibrated_gain", "estimated_gain",
            "mean_logit"]
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -46,6 +47,10 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 
 # ----------------------------------------------------------------------------- the default rules
 AT_CHANCE_GAIN = 0.02  # nats; docs/design.md §8.3 (chosen on the development bases only)
+#: DataMatch's step control (``adapt_step=True``): the step size after a check that improved on the
+#: best (times STEP_GROW, at most STEP_MAX times the first step's) and after one that did not (the
+#: flow goes back to the best state, times STEP_SHRINK); set a priori, docs/design.md §8.3
+STEP_GROW, STEP_SHRINK, STEP_MAX = 2.0, 0.25, 8.0
 
 
 def estimated_gain(logits: torch.Tensor) -> float:
@@ -128,7 +133,8 @@ def _resolve_features(features: object, real: torch.Tensor) -> Optional[Callable
 
 
 class DataMatch:
-    """Stop rule with held-out real data: end the flow once the samples stop getting closer to it.
+    """Stop rule with held-out real data: end the flow once the samples stop getting closer to it,
+    and (``adapt_step``) steer its step size by the same checks.
 
     Before the first update, with the ``critic`` given (as :func:`dgflow.refine` does), the critic
     is calibrated on the real samples and the batch (:func:`calibrated_gain`, kept in :attr:`gain`
@@ -152,6 +158,15 @@ class DataMatch:
     falling (docs/design.md §8.3). It ranks states of one run; it is no quality metric. Its cost (setup, calibration, checks) is
     recorded in the run's ``RunInfo.stop_seconds``; ``RunInfo.stop_overhead`` relates it to the steps'.
 
+    With ``adapt_step`` (the default) the checks also set the step size, a trust region on the
+    distance: after a check that improved on the best the step grows :data:`STEP_GROW`-fold (up to
+    :data:`STEP_MAX` times the first), after one that did not the flow goes back to the best state
+    and continues at :data:`STEP_SHRINK` times the step. So a flow far from the data speeds up and one
+    that overshoots goes back and slows down. A step then counts a gradient pass (a rewind costs
+    one), not flow time; :attr:`scales` records every change as (step, step scale). It needs an update
+    that can change its step (:func:`dgflow.refine`'s solvers; DDLS and DOT cannot:
+    ``adapt_step=False`` there).
+
     Args:
         real: held-out real samples (M, ...), M >= 2, in the generator's output space.
         generator: the generator of the run (``None``: data-space refinement).
@@ -166,12 +181,14 @@ class DataMatch:
         features: what the distance is taken on: ``"auto"`` (:func:`dgflow.distances.auto_features`),
             ``None`` (the samples themselves) or a callable (N, ...) -> (N, F) applied to the decoded
             and the real samples alike (e.g. an Inception network's pool features).
+        adapt_step: steer the flow's step size by the checks (above); ``False``: a plain stop rule.
     """
 
     def __init__(self, real: torch.Tensor, generator: Optional[Model] = None, critic: Optional[Model] = None,
                  every: int = 5, patience: int = 2, max_points: int = 1000, batch_size: Optional[int] = None,
                  min_gain: Optional[float] = None, distance: str = "energy",
-                 features: Union[str, Callable[[torch.Tensor], torch.Tensor], None] = "auto"):
+                 features: Union[str, Callable[[torch.Tensor], torch.Tensor], None] = "auto",
+                 adapt_step: bool = True):
         if not isinstance(real, torch.Tensor) or real.dim() < 1 or len(real) < 2:
             raise ValueError("real must be a tensor of at least 2 held-out real samples (M, ...)")
         if not bool(torch.isfinite(real).all()):
@@ -186,6 +203,9 @@ class DataMatch:
         if distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
         self.distance = distance
+        if not isinstance(adapt_step, bool):
+            raise TypeError(f"adapt_step must be True or False, got {adapt_step!r}")
+        self.adapt_step = adapt_step
         self.generator, self.critic = generator, critic
         self.real = real.detach()[: self.max_points]
         self.features = _resolve_features(features, self.real)
@@ -208,12 +228,22 @@ class DataMatch:
         self.step: Optional[int] = None
         self._best: Optional[torch.Tensor] = None
         self._since_best = 0
+        self._next = 0  # the step of the next check
+        self.scale = 1.0  # the step size relative to the first step's
+        self.scales: list[tuple[int, float]] = []  # (step, new scale) at every change
+        self._move: Optional[tuple[Optional[torch.Tensor], float]] = None  # for steer()
+
+    @property
+    def steers(self) -> bool:
+        """Whether the rule steers the step size (the engine then needs an update that can rescale)."""
+        return self.adapt_step
 
     def as_dict(self) -> dict:
         return {"rule": "DataMatch", "every": self.every, "patience": self.patience, "max_points": self.max_points,
                 "n_real": len(self.real), "distance": self.distance, "features": self.features_name,
                 "bandwidth": self.bandwidth,
-                "min_gain": self.min_gain, "gain": self.gain, "calibration": self.calibration}
+                "min_gain": self.min_gain, "gain": self.gain, "calibration": self.calibration,
+                "adapt_step": self.adapt_step, "scales": [list(m) for m in self.scales]}
 
     @property
     def at_chance(self) -> bool:
@@ -230,8 +260,9 @@ class DataMatch:
         name = "energy distance" if self.distance == "energy" else "kernel MMD^2"
         if self.features is not None:
             name += f" ({self.features_name})"
+        steered = f", step size changed {len(self.scales)}x" if self.scales else ""
         return (f"{name} to the real samples lowest at step {self.step}: {self.history[self.step]:.3g} "
-                f"(step {first}: {self.history[first]:.3g}; {len(self.history)} checks to step {last})")
+                f"(step {first}: {self.history[first]:.3g}; {len(self.history)} checks to step {last}{steered})")
 
     @property
     def features_name(self) -> Optional[str]:
@@ -262,13 +293,34 @@ class DataMatch:
             return energy_distance(x, self._real_points, yy=self._yy)
         return mmd2(x, self._real_points, self.bandwidth, yy=self._yy)
 
-    def _check(self, step: int, z: torch.Tensor) -> None:
+    def _check(self, step: int, z: torch.Tensor) -> bool:
+        """Score the state; whether it is the best so far."""
         value = self.score(z)
         self.history[step] = value
         if self.step is None or value < self.history[self.step]:
             self.step, self._best, self._since_best = step, z.detach().clone(), 0
-        else:
-            self._since_best += 1
+            return True
+        self._since_best += 1
+        return False
+
+    def _plan(self, step: int, improved: bool) -> None:
+        """The step control after a check at ``step`` (that did not end the flow), and the next check."""
+        self._next = step + self.every
+        if not self.adapt_step or step == 0:
+            return
+        scale = min(self.scale * STEP_GROW, STEP_MAX) if improved else self.scale * STEP_SHRINK
+        if scale != self.scale:
+            self._move = (None if improved else self._best, scale / self.scale)
+            self.scale = scale
+            self.scales.append((step, scale))
+        if not improved:  # the rewind takes the next step's pass: `every` updates follow it
+            self._next += 1
+
+    def steer(self) -> Optional[tuple[Optional[torch.Tensor], float]]:
+        """What the last call asks of the flow (and forgets it): ``None``, or ``(state, factor)``: the
+        step size times ``factor``, from ``state`` (the best checked one) or, if ``None``, from where it is."""
+        move, self._move = self._move, None
+        return move
 
     def _calibrate(self, fake_logits: torch.Tensor) -> None:
         self.gain = self.calibration = None
@@ -283,10 +335,13 @@ class DataMatch:
             self._started = True
             if self.at_chance:
                 return True
-        if step % self.every:
+        if step < self._next:
             return False
-        self._check(step, z)
-        return self._since_best >= self.patience
+        improved = self._check(step, z)
+        if self._since_best >= self.patience:
+            return True
+        self._plan(step, improved)
+        return False
 
     def finish(self, step: int, z: torch.Tensor) -> tuple[int, torch.Tensor]:
         """The (step, state) to return when the flow has ended at ``step`` with state ``z``: the

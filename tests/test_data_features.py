@@ -15,7 +15,10 @@ def test_random_conv_features_are_fixed_by_channels_and_seed_and_do_not_depend_o
     x = images(10, c=3)
     f = RandomConvFeatures(3)
     out = f(x)
-    assert out.shape == (10, 32 + 64 + 128) and bool((out >= 0).all())  # channel means of ReLUs
+    assert out.shape == (10, 2 * (32 + 64 + 128)) and bool((out >= 0).all())  # of ReLUs: means, then stds
+    first = torch.relu(torch.nn.functional.conv2d(x, f.weights[0], stride=2, padding=1))  # 32 channels, 8 x 8
+    assert torch.allclose(out[:, :32], first.mean((2, 3)), atol=1e-6)
+    assert torch.allclose(out[:, 224:256], first.std((2, 3), correction=0), atol=1e-6)
     assert torch.equal(out, RandomConvFeatures(3)(x))  # a new instance is the same network
     assert torch.allclose(RandomConvFeatures(3, batch_size=3)(x), out, atol=1e-6)
     assert torch.allclose(f(x.double()).float(), out, atol=1e-5)
@@ -31,6 +34,7 @@ def test_auto_features_maps_images_only():
     assert isinstance(auto_features(images(4, c=3, size=8)), RandomConvFeatures)
     assert auto_features(torch.randn(4, 2)) is None  # 2D points
     assert auto_features(torch.randn(4, 1, 4, 4)) is None  # too small to be an image
+    assert bool(torch.isfinite(auto_features(torch.randn(4, 1, 8, 8))(torch.randn(4, 1, 8, 8))).all())  # 1 x 1 maps
     assert auto_features(torch.randn(4, 20, 30)) is None  # one-hot text (N, length, vocabulary)
 
 

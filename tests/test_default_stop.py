@@ -6,7 +6,9 @@ import torch
 
 import dgflow
 from dgflow.distances import energy_distance, median_bandwidth, mmd2
-from dgflow.stopping import AT_CHANCE_GAIN, AtChance, DataMatch, calibrated_gain, estimated_gain
+from dgflow.engine import run
+from dgflow.stopping import (AT_CHANCE_GAIN, STEP_GROW, STEP_MAX, STEP_SHRINK, AtChance, DataMatch, calibrated_gain,
+                             estimated_gain)
 
 
 def test_estimated_gain_is_the_variance_for_gaussian_logits_and_zero_for_constant_ones():
@@ -101,23 +103,67 @@ def test_data_match_returns_the_best_checked_state_of_an_overshooting_flow():
     real = torch.randn(1000, 2, generator=g) + m
     critic = lambda x: x @ m - m.dot(m) / 2  # noqa: E731
     kw = dict(steps=60, eta=0.1, clip=None, gamma=0.0)
-    out, info = dgflow.refine(None, critic, z, real=real, return_info=True, **kw)
+    plain = DataMatch(real, adapt_step=False)
+    out, info = dgflow.refine(None, critic, z, stop=plain, return_info=True, **kw)
     end = dgflow.refine(None, critic, z, stop=None, **kw)
     err = lambda x: float((x.mean(0) - m).norm())  # noqa: E731
     assert err(out) < 0.2 < min(err(z), err(end))
     assert 0 < info.stop_step < 60 and info.steps_run < 60  # patience ended the run early
     # the state returned is the flow's state at that step
     assert torch.allclose(out, dgflow.refine(None, critic, z, stop=None, **{**kw, "steps": info.stop_step}))
-    rule = DataMatch(real)
-    dgflow.refine(None, critic, z, stop=rule, **kw)
-    assert sorted(rule.history) == list(range(0, 5 * len(rule.history), 5)) and rule.step == info.stop_step
-    assert torch.equal(dgflow.refine(None, critic, z, stop=rule, **{**kw, "steps": 0}), z)  # reused: a fresh run
+    assert sorted(plain.history) == list(range(0, 5 * len(plain.history), 5)) and plain.scales == []
+    assert torch.equal(dgflow.refine(None, critic, z, stop=plain, **{**kw, "steps": 0}), z)  # reused: a fresh run
     # the kernel MMD ranks the states too; only it has a bandwidth (the energy distance has none)
-    mmd = DataMatch(real, distance="mmd")
+    mmd = DataMatch(real, distance="mmd", adapt_step=False)
     assert err(dgflow.refine(None, critic, z, stop=mmd, **kw)) < 0.2
-    assert mmd.bandwidth == pytest.approx(median_bandwidth(real)) and rule.as_dict()["bandwidth"] is None
+    assert mmd.bandwidth == pytest.approx(median_bandwidth(real)) and plain.as_dict()["bandwidth"] is None
     # the rule's time, its setup inside refine included, is part of the run's and apart from the steps'
     assert 0 < info.stop_seconds < info.seconds and info.stop_overhead > 0
+
+
+def test_data_match_steers_the_step_a_trust_region_on_the_distance():
+    # the overshooting flow above with a step too short for the budget: its drift is exactly eta * m
+    # a step (KL weight 1, gamma 0), so every state is z + t m and the steps taken can be read off
+    m = torch.tensor([1.5, 0.0])
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(1000, 2, generator=g)
+    real = torch.randn(1000, 2, generator=g) + m
+    critic = lambda x: x @ m - m.dot(m) / 2  # noqa: E731
+    kw = dict(steps=60, eta=0.01, clip=None, gamma=0.0)
+    err = lambda x: float((x.mean(0) - real.mean(0)).norm())  # noqa: E731
+    out, traj, info = dgflow.refine(None, critic, z, real=real, return_info=True, return_trajectory=1, **kw)
+    plain = DataMatch(real, adapt_step=False)
+    slow = dgflow.refine(None, critic, z, stop=plain, **kw)
+    # it speeds up where the plain rule runs out of budget, and still comes back from its overshoot
+    assert err(out) < err(slow) / 2 and plain.step == 60 and 0 < info.stop_step < 60
+    g2, s2, top = STEP_GROW, STEP_GROW ** 2, STEP_MAX
+    assert info.stop_rule["adapt_step"] and info.stop_rule["scales"][:4] == [[5, g2], [10, s2], [15, top],
+                                                                            [30, top * STEP_SHRINK]]
+    assert "step size changed 4x" in info.stop_reason and 0 < info.stop_seconds < info.seconds
+    moved = lambda a, b: float((traj[b] - traj[a]).mean(0)[0] / (0.01 * m[0]))  # noqa: E731  (in first steps)
+    assert [moved(k, k + 5) for k in (0, 5, 10, 15)] == pytest.approx([5, 5 * g2, 5 * s2, 5 * top])
+    # the check at 30 was worse than step 25's: the pass at 30 went back to it, 5 updates at 2x follow
+    assert torch.equal(traj[31], traj[25]) and moved(31, 36) == pytest.approx(5 * top * STEP_SHRINK)
+    assert info.stop_step == 25 and torch.equal(out, traj[25]) and info.steps_run == 36
+    with pytest.raises(TypeError, match="adapt_step"):
+        DataMatch(real, adapt_step=1)
+
+
+def test_a_steering_rule_needs_an_update_that_can_change_its_step():
+    class Fixed:  # an update without rescale (like DDLS's)
+        name, hint = "fixed", ""
+
+        def start(self, state, logits, grad):
+            return {}
+
+        def __call__(self, step, state, logits, grad):
+            return state + 0.1 * grad
+
+    real = torch.randn(50, 2)
+    with pytest.raises(TypeError, match="adapt_step=False"):
+        run(Fixed(), None, lambda x: x.sum(1), torch.zeros(4, 2), 5, stop=DataMatch(real))
+    out, _, _ = run(Fixed(), None, lambda x: x.sum(1), torch.zeros(4, 2), 5, stop=DataMatch(real, adapt_step=False))
+    assert out.shape == (4, 2)
 
 
 def test_with_real_data_the_at_chance_test_is_calibrated_so_the_critic_scale_does_not_matter():
@@ -225,7 +271,7 @@ def test_cli_real_and_no_auto_stop(tmp_path):
     real = torch.randn(400, 2, generator=torch.Generator().manual_seed(7)) + torch.tensor([1.5, 0.0])
     np.save(tmp_path / "real.npy", real.numpy())
     args = ["--generator", f"{nets}:Identity", "--critic", f"{nets}:Ratio", "--z-dim", "2", "-n", "400", "--steps", "60",
-            "--eta", "0.1", "--clip", "none", "--gamma", "0", "--chunk-size", "400", "--no-progress"]
+            "--eta", "0.05", "--clip", "none", "--gamma", "0", "--chunk-size", "400", "--no-progress"]
     assert main(["refine", *args, "--real", str(tmp_path / "real.npy"), "--out", str(tmp_path / "a")]) == 0
     rule = json.loads((tmp_path / "a" / "run.json").read_text())["refine"]["stop"]
     assert rule["rule"] == "DataMatch" and rule["n_real"] == 400

@@ -31,12 +31,13 @@ from .bases import load_toy2d_base, register_gan_base, toy2d_base_path
 SPLIT_FILE = BENCHMARKS / "configs" / "safe_defaults_bases.yaml"
 CACHE_DIR = SCRATCH / "safe_defaults"
 #: the split file's halves: dev (designed on), test (run since the first rules), holdout (trained
-#: after the test half's results had been seen, before any later rule was run on them)
-HALVES = ("dev", "test", "holdout")
+#: after the test half's results had been seen, before any later rule was run on them), fresh
+#: (declared and trained before the real-data rule's step control was designed on the other three)
+HALVES = ("dev", "test", "holdout", "fresh")
 
 
 def jobs_of(split: str) -> list[dict]:
-    """The bases of ``split`` (a half: ``dev``, ``test``, ``holdout``; or ``all``), in the split file's order."""
+    """The bases of ``split`` (a half: ``dev``, ``test``, ``holdout``, ``fresh``; or ``all``), in the split file's order."""
     spec = yaml.safe_load(SPLIT_FILE.read_text())
     jobs = []
     for half in HALVES if split == "all" else (split,):

@@ -80,8 +80,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="held-out real samples (.npy, .npz with one array or 'x', or .pt tensor) in the "
                            "generator's output space: each chunk then stops by dgflow.stopping.DataMatch "
                            "(refine's default rule with real data: the energy distance to them every 5 steps, images "
-                           "compared through a fixed untrained CNN, best "
-                           f"state kept; --steps is the budget, default {DATA_STEPS} even for a zoo model)")
+                           "compared through a fixed untrained CNN, the step lengthened while it falls and the "
+                           "flow sent back to the best state at a shorter step when it does not, best "
+                           f"state kept; --steps is the budget of gradient passes, default {DATA_STEPS} even "
+                           "for a zoo model)")
     flow.add_argument("--no-auto-stop", action="store_true",
                       help="run exactly --steps steps (refine's stop=None, the paper's scheme), not refine's "
                            "default stop rule (which leaves a chunk unchanged when the critic is at chance)")
