@@ -173,8 +173,15 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
     t0 = time.perf_counter()
     with frozen(generator, critic, eval_mode=eval_mode):
         bar = tqdm(range(steps), disable=not progress, desc=f"dgflow {update.name}", leave=False)
+        steering = bool(getattr(stop, "steers", False))
         for step in bar:
             logits, grad = chunked_logits_and_grad(generator, critic, state, chunks)
+            if steering and step > 0 and not _finite(logits, grad):  # too long a step: the rule goes back
+                back = _reject(stop, update, step, info)
+                if back is None:
+                    break
+                state = back
+                continue
             check_finite(step, logits, grad)
             if step == 0:
                 info.params.update(update.start(state, logits, grad))
@@ -193,6 +200,13 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
                     traj.append(state.clone())
                 continue
             new = update(step, state, logits, grad)
+            if steering and not _finite(new):
+                back = _reject(stop, update, step + 1, info)
+                if back is None:
+                    info.steps_run = step + 1
+                    break
+                state = back
+                continue
             check_state(step, new, update.hint)
             if diagnostics or progress:
                 stats = step_stats(state, logits, grad, new - state)
@@ -224,6 +238,25 @@ def take_steer(stop: Stop | None, update: Update) -> torch.Tensor | None:
     state, factor = move
     update.rescale(factor)  # checked by check_steerable before the run
     return None if state is None else state.detach().clone()
+
+
+def _finite(*tensors: torch.Tensor) -> bool:
+    # one reduction each: a NaN or inf term makes the sum non-finite; a sum that overflows is checked in full
+    return all(bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def _reject(stop, update: Update, step: int, info: RunInfo) -> torch.Tensor | None:
+    """A steering rule's answer to a non-finite state at ``step``: the state to go back to, or
+    ``None`` if that ends the flow (``info.stop_step`` set; the rule's ``finish`` picks the state)."""
+    t = time.perf_counter()
+    try:
+        if stop.reject(step):
+            logger.info("dgflow: non-finite state at step %d ended the steered flow", step)
+            info.stop_step = step
+            return None
+        return take_steer(stop, update)
+    finally:
+        info.stop_seconds += time.perf_counter() - t
 
 
 def check_steerable(stop: Stop | None, update: Update) -> None:

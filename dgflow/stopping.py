@@ -162,8 +162,10 @@ class DataMatch:
     distance: after a check that improved on the best the step grows :data:`STEP_GROW`-fold (up to
     :data:`STEP_MAX` times the first), after one that did not the flow goes back to the best state
     and continues at :data:`STEP_SHRINK` times the step. So a flow far from the data speeds up and one
-    that overshoots goes back and slows down. A step then counts a gradient pass (a rewind costs
-    one), not flow time; :attr:`scales` records every change as (step, step scale). It needs an update
+    that overshoots goes back and slows down. A state the models cannot score (non-finite logits,
+    gradients or latents: a step too long for them) counts as a check at an infinite distance
+    (:meth:`reject`), so the flow goes back too instead of failing. A step then counts a gradient
+    pass (a rewind costs one), not flow time; :attr:`scales` records every change as (step, step scale). It needs an update
     that can change its step (:func:`dgflow.refine`'s solvers; DDLS and DOT cannot:
     ``adapt_step=False`` there).
 
@@ -315,6 +317,17 @@ class DataMatch:
             self.scales.append((step, scale))
         if not improved:  # the rewind takes the next step's pass: `every` updates follow it
             self._next += 1
+
+    def reject(self, step: int) -> bool:
+        """The flow's state at ``step`` is not finite (a step too long for the models): count it as a
+        check at an infinite distance, so the flow goes back to the best state at a shorter step
+        (:meth:`steer`); returns whether that ends the flow (patience)."""
+        self.history[step] = math.inf
+        self._since_best += 1
+        if self._since_best >= self.patience:
+            return True
+        self._plan(step, False)
+        return False
 
     def steer(self) -> Optional[tuple[Optional[torch.Tensor], float]]:
         """What the last call asks of the flow (and forgets it): ``None``, or ``(state, factor)``: the

@@ -149,6 +149,29 @@ def test_data_match_steers_the_step_a_trust_region_on_the_distance():
         DataMatch(real, adapt_step=1)
 
 
+def test_a_steered_flow_goes_back_from_a_step_too_long_for_the_models_instead_of_failing():
+    m = torch.tensor([1.5, 0.0])
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(1000, 2, generator=g)
+    real = torch.randn(1000, 2, generator=g) + m
+
+    def critic(x):  # the exact log ratio, undefined (NaN) past x_0 = 6 (a model off its domain)
+        d = x @ m - m.dot(m) / 2
+        return d + torch.where(x[:, 0] < 6, torch.zeros(()), torch.full((), float("nan")))
+
+    kw = dict(steps=60, eta=0.1, clip=None, gamma=0.0)
+    with pytest.raises(FloatingPointError, match="non-finite logits"):
+        dgflow.refine(None, critic, z, stop=None, **kw)
+    with pytest.raises(FloatingPointError, match="non-finite logits"):  # the plain rule does not step back
+        dgflow.refine(None, critic, z, stop=DataMatch(real, adapt_step=False), **{**kw, "eta": 0.3})
+    out, info = dgflow.refine(None, critic, z, real=real, return_info=True, **{**kw, "eta": 0.3})
+    rule = DataMatch(real)
+    out2 = dgflow.refine(None, critic, z, stop=rule, **{**kw, "eta": 0.3})
+    assert torch.equal(out, out2) and bool(torch.isfinite(out).all()) and float(out[:, 0].max()) < 6
+    assert math.inf in rule.history.values() and rule.history[rule.step] < rule.history[0]
+    assert any(s < 1 for _, s in rule.scales)
+
+
 def test_a_steering_rule_needs_an_update_that_can_change_its_step():
     class Fixed:  # an update without rescale (like DDLS's)
         name, hint = "fixed", ""
