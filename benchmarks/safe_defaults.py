@@ -10,7 +10,8 @@ images: 2,000) and scored on *test* data (2D: EMD to 1,000 fresh points, HQ %, m
 
 * the rules: ``refine``'s old default (``eta="auto"``, ``clip=1``, 25 steps, ``stop=None``); its
   new default without real data (the same plus :class:`dgflow.stopping.AtChance`); its new
-  default with real data (``real=`` 2,000 held-out real samples: :class:`dgflow.stopping.DataMatch`);
+  default with real data (``real=`` 2,000 held-out real samples: :class:`dgflow.stopping.DataMatch`,
+  which also steers the step);
   the old real-data rule (:class:`dgflow.stopping.LogitMatch`, half the gap, same real samples);
   the paper's scheme (eta 0.1, no cap, 25 steps);
 * the oracle: the best step (every 5, up to ``--max-steps``) of the best fixed-eta scheme
@@ -293,9 +294,12 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
                   f"The default step rule run {LONG_STEPS} steps per base (no stop), the test metric and "
                   "DataMatch's distances to the real samples every 5 steps (*energy*: the default, on images' "
                   "random-CNN features, else on the samples; *pixels*: on the samples themselves, images too); "
-                  "DataMatch replayed on that curve for each distance, budget and patience. The budget of "
-                  "`refine(G, D, z, real=...)` was chosen on the dev rows, the features on dev and test "
-                  "after the test half had been seen; the holdout half was trained after that.", "",
+                  "DataMatch replayed on that curve for each distance, budget and patience, without its step "
+                  "control (`adapt_step=False`: the same noise, so budget 100 and patience 2 is that rule's "
+                  "result). The budget of `refine(G, D, z, real=...)` was chosen on the dev rows, the "
+                  "features on dev and test after the test half had been seen; the holdout half was trained "
+                  "after that, the fresh half after the step control and the features' deviations had been "
+                  "designed on the other three.", "",
                   "| half | distance | budget | patience | bases | worse beyond noise | mean recovery | "
                   "median recovery | worst recovery | mean step returned |", "|---|---|---|---|---|---|---|---|---|---|"]
         for key, row in replay.items():
