@@ -94,13 +94,18 @@ def test_energy_distance_analytic_cases():
         DataMatch(y, distance="emd")
 
 
-def test_data_match_returns_the_best_checked_state_of_an_overshooting_flow():
-    # data N(m, I), samples N(0, I), the exact log ratio as critic: its (stale) gradient m pushes the
-    # samples along m for ever, so the flow passes the data and the best state lies in between
+def shifted_gaussians():
+    """Data N(m, I), samples N(0, I), m = (1.5, 0): (m, z, real), seeded."""
     m = torch.tensor([1.5, 0.0])
     g = torch.Generator().manual_seed(4)
     z = torch.randn(1000, 2, generator=g)
-    real = torch.randn(1000, 2, generator=g) + m
+    return m, z, torch.randn(1000, 2, generator=g) + m
+
+
+def test_data_match_returns_the_best_checked_state_of_an_overshooting_flow():
+    # data N(m, I), samples N(0, I), the exact log ratio as critic: its (stale) gradient m pushes the
+    # samples along m for ever, so the flow passes the data and the best state lies in between
+    m, z, real = shifted_gaussians()
     critic = lambda x: x @ m - m.dot(m) / 2  # noqa: E731
     kw = dict(steps=60, eta=0.1, clip=None, gamma=0.0)
     plain = DataMatch(real, adapt_step=False)
@@ -124,10 +129,7 @@ def test_data_match_returns_the_best_checked_state_of_an_overshooting_flow():
 def test_data_match_steers_the_step_a_trust_region_on_the_distance():
     # the overshooting flow above with a step too short for the budget: its drift is exactly eta * m
     # a step (KL weight 1, gamma 0), so every state is z + t m and the steps taken can be read off
-    m = torch.tensor([1.5, 0.0])
-    g = torch.Generator().manual_seed(4)
-    z = torch.randn(1000, 2, generator=g)
-    real = torch.randn(1000, 2, generator=g) + m
+    m, z, real = shifted_gaussians()
     critic = lambda x: x @ m - m.dot(m) / 2  # noqa: E731
     kw = dict(steps=60, eta=0.01, clip=None, gamma=0.0)
     err = lambda x: float((x.mean(0) - real.mean(0)).norm())  # noqa: E731
@@ -150,10 +152,7 @@ def test_data_match_steers_the_step_a_trust_region_on_the_distance():
 
 
 def test_a_steered_flow_goes_back_from_a_step_too_long_for_the_models_instead_of_failing():
-    m = torch.tensor([1.5, 0.0])
-    g = torch.Generator().manual_seed(4)
-    z = torch.randn(1000, 2, generator=g)
-    real = torch.randn(1000, 2, generator=g) + m
+    m, z, real = shifted_gaussians()
 
     def critic(x):  # the exact log ratio, undefined (NaN) past x_0 = 6 (a model off its domain)
         d = x @ m - m.dot(m) / 2
