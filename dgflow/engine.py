@@ -180,7 +180,7 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
                 back = _reject(stop, update, step, info)
                 if back is None:
                     break
-                state = back
+                state = _went_back(back, step, record, traj)
                 continue
             check_finite(step, logits, grad)
             if step == 0:
@@ -195,9 +195,7 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
                 break
             back = take_steer(stop, update)
             if back is not None:  # the rule sent the flow back to an earlier state: its logits next step
-                state = back
-                if step + 1 in record:
-                    traj.append(state.clone())
+                state = _went_back(back, step, record, traj)
                 continue
             new = update(step, state, logits, grad)
             if steering and not _finite(new):
@@ -205,7 +203,7 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
                 if back is None:
                     info.steps_run = step + 1
                     break
-                state = back
+                state = _went_back(back, step, record, traj)
                 continue
             check_state(step, new, update.hint)
             if diagnostics or progress:
@@ -238,6 +236,13 @@ def take_steer(stop: Stop | None, update: Update) -> torch.Tensor | None:
     state, factor = move
     update.rescale(factor)  # checked by check_steerable before the run
     return None if state is None else state.detach().clone()
+
+
+def _went_back(state: torch.Tensor, step: int, record: list[int], traj: list[torch.Tensor]) -> torch.Tensor:
+    """The state a steering rule sent the flow back to at ``step``: the state of step + 1 (recorded)."""
+    if step + 1 in record:
+        traj.append(state.clone())
+    return state
 
 
 def _finite(*tensors: torch.Tensor) -> bool:

@@ -165,7 +165,9 @@ def test_a_steered_flow_goes_back_from_a_step_too_long_for_the_models_instead_of
         dgflow.refine(None, critic, z, stop=DataMatch(real, adapt_step=False), **{**kw, "eta": 0.3})
     out, info = dgflow.refine(None, critic, z, real=real, return_info=True, **{**kw, "eta": 0.3})
     rule = DataMatch(real)
-    out2 = dgflow.refine(None, critic, z, stop=rule, **{**kw, "eta": 0.3})
+    out2, traj = dgflow.refine(None, critic, z, stop=rule, return_trajectory=1, **{**kw, "eta": 0.3})
+    # the trajectory holds one state a pass, up to the last, rewinds included
+    assert len(traj) == max(rule.history) + 1 and torch.equal(traj[rule.step], out)
     assert torch.equal(out, out2) and bool(torch.isfinite(out).all()) and float(out[:, 0].max()) < 6
     assert math.inf in rule.history.values() and rule.history[rule.step] < rule.history[0]
     assert any(s < 1 for _, s in rule.scales)
