@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_int
 from .models.modules import frozen
-from .passes import check_finite, check_state, chunk_slices, chunked_logits_and_grad
+from .passes import all_finite, check_finite, check_state, chunk_slices, chunked_logits_and_grad
 
 logger = logging.getLogger("dgflow")
 
@@ -176,13 +176,14 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
         steering = bool(getattr(stop, "steers", False))
         for step in bar:
             logits, grad = chunked_logits_and_grad(generator, critic, state, chunks)
-            if steering and step > 0 and not _finite(logits, grad):  # too long a step: the rule goes back
-                back = _reject(stop, update, step, info)
-                if back is None:
-                    break
-                state = _went_back(back, step, record, traj)
-                continue
-            check_finite(step, logits, grad)
+            if not all_finite(logits, grad):
+                if steering and step > 0:  # too long a step: the rule goes back
+                    back = _reject(stop, update, step, info)
+                    if back is None:
+                        break
+                    state = _went_back(back, step, record, traj)
+                    continue
+                check_finite(step, logits, grad)  # raises, naming the step
             if step == 0:
                 info.params.update(update.start(state, logits, grad))
             if cb is not None:
@@ -198,14 +199,15 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
                 state = _went_back(back, step, record, traj)
                 continue
             new = update(step, state, logits, grad)
-            if steering and not _finite(new):
-                back = _reject(stop, update, step + 1, info)
-                if back is None:
-                    info.steps_run = step + 1
-                    break
-                state = _went_back(back, step, record, traj)
-                continue
-            check_state(step, new, update.hint)
+            if not all_finite(new):
+                if steering:
+                    back = _reject(stop, update, step + 1, info)
+                    if back is None:
+                        info.steps_run = step + 1
+                        break
+                    state = _went_back(back, step, record, traj)
+                    continue
+                check_state(step, new, update.hint)  # raises
             if diagnostics or progress:
                 stats = step_stats(state, logits, grad, new - state)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()})
@@ -243,11 +245,6 @@ def _went_back(state: torch.Tensor, step: int, record: list[int], traj: list[tor
     if step + 1 in record:
         traj.append(state.clone())
     return state
-
-
-def _finite(*tensors: torch.Tensor) -> bool:
-    # one reduction each: a NaN or inf term makes the sum non-finite; a sum that overflows is checked in full
-    return all(bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def _reject(stop, update: Update, step: int, info: RunInfo) -> torch.Tensor | None:

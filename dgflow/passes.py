@@ -99,11 +99,15 @@ def logits(generator: Optional[Model], critic: Model, z: torch.Tensor, batch_siz
     return out
 
 
+def all_finite(*tensors: torch.Tensor) -> bool:
+    """Whether every element of the tensors is finite, with one reduction per tensor: a sum is finite
+    only if every term is (a NaN or inf term makes it NaN or inf); a sum that overflows is checked in full."""
+    return all(bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all()) for t in tensors)
+
+
 def check_finite(step: int, logits: torch.Tensor, grad: torch.Tensor) -> None:
     """Raise ``FloatingPointError`` naming the step if any logit or logit gradient is not finite."""
-    # Fast path, one reduction per tensor: a sum is finite only if every term is (a NaN or inf
-    # term makes it NaN or inf); a finite sum that overflows just falls through to the full check.
-    if bool(torch.isfinite(logits.sum() + grad.sum())):
+    if all_finite(logits, grad):
         return
     ok_d = torch.isfinite(logits)
     ok = ok_d & torch.isfinite(grad).flatten(1).all(1)
@@ -116,7 +120,7 @@ def check_finite(step: int, logits: torch.Tensor, grad: torch.Tensor) -> None:
 
 def check_state(step: int, state: torch.Tensor, hint: str = "") -> None:
     """Raise ``FloatingPointError`` if the update of ``step`` left a non-finite latent."""
-    if bool(torch.isfinite(state.sum())):
+    if all_finite(state):
         return
     bad = ~torch.isfinite(state).flatten(1).all(1)
     if bool(bad.any()):

@@ -39,8 +39,8 @@ from .distances import (DISTANCES, MMD_SCALES, _kernel_mean, _median_offdiag, au
 from .logit_rules import LogitMatch, best_step, mean_logit
 from .passes import generate, logits
 
-__all__ = ["AT_CHANCE_GAIN", "STEP_GROW", "STEP_SHRINK", "STEP_MAX", "AtChance", "DataMatch", "LogitMatch", "best_step", "calibrated_gain", "estimated_gain",
-           "mean_logit"]
+__all__ = ["AT_CHANCE_GAIN", "STEP_GROW", "STEP_SHRINK", "STEP_MAX", "AtChance", "DataMatch", "LogitMatch", "best_step",
+           "calibrated_gain", "estimated_gain", "mean_logit"]
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -165,9 +165,9 @@ class DataMatch:
     that overshoots goes back and slows down. A state the models cannot score (non-finite logits,
     gradients or latents: a step too long for them) counts as a check at an infinite distance
     (:meth:`reject`), so the flow goes back too instead of failing. A step then counts a gradient
-    pass (a rewind costs one), not flow time; :attr:`scales` records every change as (step, step scale). It needs an update
-    that can change its step (:func:`dgflow.refine`'s solvers; DDLS and DOT cannot:
-    ``adapt_step=False`` there).
+    pass (a rewind costs one), not flow time; :attr:`scales` records every change as (step, step
+    scale). It needs an update that can change its step (:func:`dgflow.refine`'s solvers; DDLS and
+    DOT cannot: ``adapt_step=False`` there).
 
     Args:
         real: held-out real samples (M, ...), M >= 2, in the generator's output space.
@@ -297,12 +297,23 @@ class DataMatch:
 
     def _check(self, step: int, z: torch.Tensor) -> bool:
         """Score the state; whether it is the best so far."""
-        value = self.score(z)
+        return self._record(step, self.score(z), z)
+
+    def _record(self, step: int, value: float, z: Optional[torch.Tensor]) -> bool:
+        """Record the check of ``step`` at distance ``value``; whether it is the best so far (then ``z``
+        is kept as the best state)."""
         self.history[step] = value
         if self.step is None or value < self.history[self.step]:
             self.step, self._best, self._since_best = step, z.detach().clone(), 0
             return True
         self._since_best += 1
+        return False
+
+    def _conclude(self, step: int, improved: bool) -> bool:
+        """After the check of ``step``: whether the flow ends (patience), else plan the step control."""
+        if self._since_best >= self.patience:
+            return True
+        self._plan(step, improved)
         return False
 
     def _plan(self, step: int, improved: bool) -> None:
@@ -322,12 +333,7 @@ class DataMatch:
         """The flow's state at ``step`` is not finite (a step too long for the models): count it as a
         check at an infinite distance, so the flow goes back to the best state at a shorter step
         (:meth:`steer`); returns whether that ends the flow (patience)."""
-        self.history[step] = math.inf
-        self._since_best += 1
-        if self._since_best >= self.patience:
-            return True
-        self._plan(step, False)
-        return False
+        return self._conclude(step, self._record(step, math.inf, None))
 
     def steer(self) -> Optional[tuple[Optional[torch.Tensor], float]]:
         """What the last call asks of the flow (and forgets it): ``None``, or ``(state, factor)``: the
@@ -350,11 +356,7 @@ class DataMatch:
                 return True
         if step < self._next:
             return False
-        improved = self._check(step, z)
-        if self._since_best >= self.patience:
-            return True
-        self._plan(step, improved)
-        return False
+        return self._conclude(step, self._check(step, z))
 
     def finish(self, step: int, z: torch.Tensor) -> tuple[int, torch.Tensor]:
         """The (step, state) to return when the flow has ended at ``step`` with state ``z``: the

@@ -37,7 +37,8 @@ HALVES = ("dev", "test", "holdout", "fresh")
 
 
 def jobs_of(split: str) -> list[dict]:
-    """The bases of ``split`` (a half: ``dev``, ``test``, ``holdout``, ``fresh``; or ``all``), in the split file's order."""
+    """The bases of ``split`` (a half: ``dev``, ``test``, ``holdout``, ``fresh``; or ``all``), in the
+    split file's order."""
     spec = yaml.safe_load(SPLIT_FILE.read_text())
     jobs = []
     for half in HALVES if split == "all" else (split,):
