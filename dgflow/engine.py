@@ -26,6 +26,9 @@ logger = logging.getLogger("dgflow")
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 Callback = Callable[..., None]
+#: a stop rule: ``stop(step, z, logits) -> bool``. One that compares decoded samples may also have
+#: ``samples_wanted(step) -> int``: the engine then passes, as ``samples=``, the first that many samples
+#: its own pass decoded from ``z`` at that step (models in eval mode), so nothing is decoded twice.
 Stop = Callable[[int, torch.Tensor, torch.Tensor], bool]
 
 
@@ -174,8 +177,10 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
     with frozen(generator, critic, eval_mode=eval_mode):
         bar = tqdm(range(steps), disable=not progress, desc=f"dgflow {update.name}", leave=False)
         steering = bool(getattr(stop, "steers", False))
+        wanted = getattr(stop, "samples_wanted", None) if eval_mode else None  # else its decode differs
         for step in bar:
-            logits, grad = chunked_logits_and_grad(generator, critic, state, chunks)
+            keep = int(wanted(step)) if callable(wanted) else 0
+            logits, grad, samples = chunked_logits_and_grad(generator, critic, state, chunks, keep)
             if not all_finite(logits, grad):
                 if steering and step > 0:  # too long a step: the rule goes back
                     back = _reject(stop, update, step, info)
@@ -188,7 +193,7 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
                 info.params.update(update.start(state, logits, grad))
             if cb is not None:
                 cb(step, state, logits, grad)
-            if timed_stop is not None and timed_stop(step, state, logits):
+            if timed_stop is not None and timed_stop(step, state, logits, samples):
                 logger.info("dgflow: stop rule ended the flow at step %d", step)
                 info.stop_step = step
                 if record and step not in record:  # the last state belongs to the trajectory
@@ -268,15 +273,19 @@ def check_steerable(stop: Stop | None, update: Update) -> None:
                         "cannot change; turn its steering off (DataMatch: adapt_step=False)")
 
 
-def _timed(stop: Stop | None, info: RunInfo) -> Callable[[int, torch.Tensor, torch.Tensor], bool] | None:
-    """``stop`` as a predicate returning a bool that adds its wall time to ``info.stop_seconds``."""
+def _timed(stop: Stop | None, info: RunInfo
+           ) -> Callable[[int, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], bool] | None:
+    """``stop`` as a predicate returning a bool that adds its wall time to ``info.stop_seconds``; the
+    pass's decoded samples go to it as ``samples=`` when there are any (it asked for them)."""
     if stop is None:
         return None
 
-    def call(step: int, state: torch.Tensor, logits: torch.Tensor) -> bool:
+    def call(step: int, state: torch.Tensor, logits: torch.Tensor, samples: Optional[torch.Tensor]) -> bool:
         t = time.perf_counter()
         try:
-            return bool(stop(step, state, logits))
+            if samples is None:
+                return bool(stop(step, state, logits))
+            return bool(stop(step, state, logits, samples=samples))
         finally:
             info.stop_seconds += time.perf_counter() - t
     return call

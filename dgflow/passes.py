@@ -41,8 +41,9 @@ def decode(generator: Optional[Model], z: torch.Tensor) -> torch.Tensor:
 
 
 def logits_and_grad(generator: Optional[Model], critic: Model, z: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """d(z) = critic(generator(z)) of shape (N,) and its gradient w.r.t. z (same shape as z).
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """d(z) = critic(generator(z)) of shape (N,), its gradient w.r.t. z (same shape as z), and the
+    decoded samples generator(z) (detached: what the pass saw, free to keep).
 
     Raises ``ValueError`` when d has no gradient path to z (a forward under ``torch.no_grad()``
     or ``torch.inference_mode()``, or an output detached from its input): that is no zero
@@ -59,22 +60,28 @@ def logits_and_grad(generator: Optional[Model], critic: Model, z: torch.Tensor
                          "torch.inference_mode(), or detached its result, e.g. .detach(), .item(), numpy); "
                          "refinement needs d critic(generator(z)) / dz: remove the no_grad/detach from the "
                          f"{culprit}'s forward")
-    return d.detach(), (torch.zeros_like(z) if g is None else g)
+    return d.detach(), (torch.zeros_like(z) if g is None else g), x.detach()
 
 
 def chunked_logits_and_grad(generator: Optional[Model], critic: Model, state: torch.Tensor,
-                            chunks: list[slice]) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`logits_and_grad` over ``chunks`` of ``state``; logits in float32."""
+                            chunks: list[slice], keep: int = 0
+                            ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """:func:`logits_and_grad` over ``chunks`` of ``state``: logits in float32, the gradient, and the
+    decoded samples of the first ``keep`` latents (``None`` if ``keep`` is 0), so that a stop rule
+    comparing them needs no second decode."""
     if len(chunks) == 1:  # one chunk: no buffers to fill, no copies
-        d, g = logits_and_grad(generator, critic, state)
-        return d.float(), g
+        d, g, x = logits_and_grad(generator, critic, state)
+        return d.float(), g, (x[:keep].clone() if keep > 0 else None)  # not the whole batch kept alive
     logits = torch.empty(len(state), device=state.device, dtype=torch.float32)
     grad = torch.empty_like(state)
+    kept = []
     for s in chunks:
-        d, g = logits_and_grad(generator, critic, state[s])
+        d, g, x = logits_and_grad(generator, critic, state[s])
         logits[s] = d.float()
         grad[s] = g
-    return logits, grad
+        if s.start < keep:
+            kept.append(x[: keep - s.start])
+    return logits, grad, (torch.cat(kept) if kept else None)
 
 
 @torch.no_grad()

@@ -145,7 +145,7 @@ class OdeInterval(_FlowStep):
         from torchdiffeq import odeint
 
         def rhs(t: torch.Tensor, zc: torch.Tensor) -> torch.Tensor:
-            d, g = logits_and_grad(self.generator, self.critic, zc)
+            d, g, _ = logits_and_grad(self.generator, self.critic, zc)
             check_finite(step, d.float(), g)
             return drift(self.weight, d.float(), g, 1.0, self.cap)
 

@@ -157,6 +157,8 @@ class DataMatch:
     compared as it is. On image bases the pixels' energy distance turned up while the FID was still
     falling (docs/design.md §8.3). It ranks states of one run; it is no quality metric. Its cost (setup, calibration, checks) is
     recorded in the run's ``RunInfo.stop_seconds``; ``RunInfo.stop_overhead`` relates it to the steps'.
+    Under :func:`dgflow.refine` (models in eval mode) a check decodes nothing: it takes the samples the
+    step's own pass decoded (:meth:`samples_wanted`), so it costs the features and the distance only.
 
     With ``adapt_step`` (the default) the checks also set the step size, a trust region on the
     distance: after a check that improved on the best the step grows :data:`STEP_GROW`-fold (up to
@@ -295,8 +297,15 @@ class DataMatch:
             return energy_distance(x, self._real_points, yy=self._yy)
         return mmd2(x, self._real_points, self.bandwidth, yy=self._yy)
 
-    def _check(self, step: int, z: torch.Tensor) -> bool:
-        """Score the state; whether it is the best so far."""
+    def samples_wanted(self, step: int) -> int:
+        """How many decoded samples the call at ``step`` compares (0: none): :func:`dgflow.refine`'s
+        loop hands over those its own pass decoded (``samples=``), so a check decodes nothing again."""
+        return self.max_points if step == 0 or step >= self._next else 0
+
+    def _check(self, step: int, z: torch.Tensor, samples: Optional[torch.Tensor] = None) -> bool:
+        """Score the state (``samples``: its first decoded latents, if at hand); whether it is the best so far."""
+        if samples is not None and len(samples) == min(len(z), self.max_points):
+            return self._record(step, self.distance_to(samples), z)
         return self._record(step, self.score(z), z)
 
     def _record(self, step: int, value: float, z: Optional[torch.Tensor]) -> bool:
@@ -347,7 +356,10 @@ class DataMatch:
             d_real = logits(None, self.critic, self.real, self.batch_size).to(fake_logits.device)
             self.gain, self.calibration = calibrated_gain(d_real, fake_logits.detach().flatten())
 
-    def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor) -> bool:
+    def __call__(self, step: int, z: torch.Tensor, logits: torch.Tensor,
+                 samples: Optional[torch.Tensor] = None) -> bool:
+        """The check of ``step`` (state ``z``, its ``logits``; ``samples``: the generator's samples of
+        the first latents, if the caller decoded them already); whether the flow ends."""
         if step == 0:
             self._reset()
             self._calibrate(logits)
@@ -356,7 +368,7 @@ class DataMatch:
                 return True
         if step < self._next:
             return False
-        return self._conclude(step, self._check(step, z))
+        return self._conclude(step, self._check(step, z, samples))
 
     def finish(self, step: int, z: torch.Tensor) -> tuple[int, torch.Tensor]:
         """The (step, state) to return when the flow has ended at ``step`` with state ``z``: the

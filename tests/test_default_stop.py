@@ -173,6 +173,32 @@ def test_a_steered_flow_goes_back_from_a_step_too_long_for_the_models_instead_of
     assert any(s < 1 for _, s in rule.scales)
 
 
+def test_data_match_checks_the_samples_the_steps_pass_decoded_and_decodes_none_again():
+    m, z, real = shifted_gaussians()
+    critic = lambda x: x @ m - m.dot(m) / 2  # noqa: E731
+    calls = []  # (samples decoded, with grad): the step's pass has grad, a separate decode has not
+
+    def gen(w):  # a generator whose samples are its latents shifted, counting its calls
+        calls.append((len(w), torch.is_grad_enabled()))
+        return w + 0.25
+
+    kw = dict(steps=60, eta=0.1, clip=None, gamma=0.0, batch_size=300)
+    rule = DataMatch(real, gen, max_points=500)
+    rule.samples_wanted(0)  # a rule asked before its first run checks step 0
+    out, info = dgflow.refine(gen, critic, z, stop=rule, return_info=True, **kw)
+    assert info.stop_step is not None and info.steps_run < 60  # patience ended it: no final decode
+    assert all(grad for _, grad in calls)  # every check took the pass's samples: no decode without grad
+    # they are what a decode of the state gives: the same distances as a rule that decodes its own
+    again = DataMatch(real, gen, max_points=500)
+    again.samples_wanted = lambda step: 0
+    assert torch.equal(dgflow.refine(gen, critic, z, stop=again, **kw), out) and again.history == rule.history
+    assert sum(not grad for _, grad in calls) == len(again.history)  # one decode a check
+    # models not in eval mode decode differently from the checks' eval mode: then the rule decodes
+    calls.clear()
+    dgflow.refine(gen, critic, z, stop=DataMatch(real, gen, max_points=500), eval_mode=False, **kw)
+    assert sum(not grad for _, grad in calls) == len(rule.history)
+
+
 def test_a_steering_rule_needs_an_update_that_can_change_its_step():
     class Fixed:  # an update without rescale (like DDLS's)
         name, hint = "fixed", ""
