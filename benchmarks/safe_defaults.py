@@ -50,11 +50,14 @@ import dgflow.stopping
 from benchlib import BENCHMARKS, RESULTS, command_line, pyplot
 from benchlib.safe import (CACHE_DIR, CURVE_DISTANCES, HALVES, LONG_STEPS, SPLIT_FILE, int_keys, jobs_of,
                            long_curve, noise_of, replay_datamatch, setup)
-from dgflow.stopping import LogitMatch, mean_logit
+from dgflow.stopping import DataMatch, LogitMatch, mean_logit
 
 ORACLE_ETAS = (0.1, 0.03, 0.01)
 BUDGET = 25
-RULES = ("old default", "default, no data", "default, real data", "LogitMatch ½", "paper η=0.1")
+#: "real data, plain step": the real-data default without its step control (DataMatch
+#: adapt_step=False), the A/B the fresh2 half decides (benchmarks/configs/safe_defaults_bases.yaml)
+RULES = ("old default", "default, no data", "default, real data", "real data, plain step", "LogitMatch ½",
+         "paper η=0.1")
 STEP_DEFAULTS = ("eta", "clip", "auto_step", "gamma")  # what every stage's runs depend on
 
 
@@ -121,7 +124,9 @@ def defaults_stage(job: dict) -> dict:
     common = dict(batch_size=b.batch_size, generator_rng=a.seed + 4, return_info=True)
     _, plain_s = timed(dgflow.refine, b.g, b.d, b.z, steps=BUDGET, stop=None, **common)  # the cost reference
     out = {"plain_seconds": plain_s}
-    for rule, extra in (("default, no data", {}), ("default, real data", {"real": b.real})):
+    plain_step = DataMatch(b.real, b.g, b.d, batch_size=b.batch_size, adapt_step=False)  # as refine builds it
+    for rule, extra in (("default, no data", {}), ("default, real data", {"real": b.real}),
+                        ("real data, plain step", {"stop": plain_step, "steps": dgflow.flow.DATA_STEPS})):
         (zz, info), secs = timed(dgflow.refine, b.g, b.d, b.z, **extra, **common)
         out[rule] = {"step": info.stop_step if info.stop_step is not None else info.steps_run,
                      "steps_run": info.steps_run, "seconds": secs, "reason": info.stop_reason,
@@ -316,7 +321,8 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
                          f"{r['long']['gain_calibrated']:.3g} | {'yes' if gainable else 'no'} |")
     lines += ["", "Why the defaults stopped where they did, per base:", ""]
     lines += [f"* {r['label']}: no data: {r['rules']['default, no data']['reason']}; real data: "
-              f"{r['rules']['default, real data']['reason']}" for r in results]
+              f"{r['rules']['default, real data']['reason']}; plain step: "
+              f"{r['rules']['real data, plain step']['reason']}" for r in results]
     return "\n".join(lines) + "\n"
 
 
@@ -346,7 +352,7 @@ def plot(results: list[dict], path: Path) -> None:
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--split", choices=[*HALVES, "all"], default="all")
+    p.add_argument("--split", nargs="+", choices=[*HALVES, "all"], default=["all"], help="halves to run")
     p.add_argument("--only", nargs="+", help="labels of bases to run (default: all of the split)")
     p.add_argument("--n", type=int, default=5000)
     p.add_argument("--emd-n", type=int, default=1000)
@@ -363,6 +369,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     a.command = command_line(__file__, argv)
     jobs = [j for j in jobs_of(a.split) if not a.only or j["label"] in a.only]
+    if not jobs:
+        p.error(f"no base of --split {' '.join(a.split)} is labelled {a.only}")
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=a.workers) as pool:
         order = sorted(range(len(jobs)), key=lambda i: jobs[i]["kind"] != "image")  # the long runs first

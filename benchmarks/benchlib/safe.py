@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import yaml
@@ -32,16 +32,17 @@ SPLIT_FILE = BENCHMARKS / "configs" / "safe_defaults_bases.yaml"
 CACHE_DIR = SCRATCH / "safe_defaults"
 #: the split file's halves: dev (designed on), test (run since the first rules), holdout (trained
 #: after the test half's results had been seen, before any later rule was run on them), fresh
-#: (declared and trained before the real-data rule's step control was designed on the other three)
-HALVES = ("dev", "test", "holdout", "fresh")
+#: (declared and trained before the real-data rule's step control was designed on the other three),
+#: fresh2 (declared before stop 20's work, with the step control's A/B it decides)
+HALVES = ("dev", "test", "holdout", "fresh", "fresh2")
 
 
-def jobs_of(split: str) -> list[dict]:
-    """The bases of ``split`` (a half: ``dev``, ``test``, ``holdout``, ``fresh``; or ``all``), in the
-    split file's order."""
+def jobs_of(split: str | Sequence[str]) -> list[dict]:
+    """The bases of ``split`` (a half of :data:`HALVES`, several, or ``all``), in the split file's order."""
     spec = yaml.safe_load(SPLIT_FILE.read_text())
+    names = [split] if isinstance(split, str) else list(split)
     jobs = []
-    for half in HALVES if split == "all" else (split,):
+    for half in HALVES if "all" in names else [h for h in HALVES if h in names]:
         for ds, loss, seed, iters in spec[half].get("toy2d", []):
             jobs.append({"half": half, "kind": "2d", "dataset": ds, "label": f"{ds} {loss} s{seed} it{iters}",
                          "path": str(toy2d_base_path(ds, loss, seed, iters))})
