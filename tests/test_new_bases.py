@@ -190,3 +190,29 @@ def test_new_bases_load_and_refine(name):
     assert x.shape == (3, 1, 32, 32) and torch.isfinite(x).all()
     assert m.critic(x).shape == (3,)
     assert dgflow.refine(m.generator, m.critic, z, steps=1).shape == z.shape
+
+
+def test_every_base_of_the_safe_defaults_split_is_in_the_repository():
+    # the study's halves are declared before their bases are trained: each must be committed, and
+    # a half of the split file that the study's HALVES did not list would be skipped by --split all
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from benchlib import BASES_DIR
+        from benchlib.safe import HALVES, SPLIT_FILE, jobs_of
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert tuple(yaml.safe_load(SPLIT_FILE.read_text())) == HALVES
+    jobs = jobs_of("all")
+    assert len(jobs) == len({j["label"] for j in jobs}) >= 24  # one label a base
+    for j in jobs:
+        if j["kind"] == "2d":
+            assert Path(j["path"]).is_file(), j["label"]
+        elif j["model"].endswith(".safetensors"):
+            assert (BASES_DIR / j["model"]).is_file(), j["label"]
+        else:
+            assert j["model"] in registry.names(), j["label"]
+    assert [j["half"] for j in jobs_of(["fresh2", "dev"])][0] == "dev"  # in the split file's order
