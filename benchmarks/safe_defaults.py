@@ -37,7 +37,6 @@ import inspect
 import json
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import dgflow
@@ -49,7 +48,7 @@ import dgflow.solvers
 import dgflow.stopping
 from benchlib import BENCHMARKS, RESULTS, command_line, pyplot
 from benchlib.safe import (CACHE_DIR, CURVE_DISTANCES, HALVES, LONG_STEPS, SPLIT_FILE, int_keys, jobs_of,
-                           long_curve, noise_of, replay_datamatch, setup)
+                           long_curve, map_bases, noise_of, replay_datamatch, setup)
 from dgflow.stopping import DataMatch, LogitMatch, mean_logit
 
 ORACLE_ETAS = (0.1, 0.03, 0.01)
@@ -372,10 +371,7 @@ def main(argv=None) -> int:
     if not jobs:
         p.error(f"no base of --split {' '.join(a.split)} is labelled {a.only}")
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=a.workers) as pool:
-        order = sorted(range(len(jobs)), key=lambda i: jobs[i]["kind"] != "image")  # the long runs first
-        done = dict(zip(order, pool.map(run_base, [{**jobs[i], "args": a} for i in order])))
-        results = [done[i] for i in range(len(jobs))]
+    results = map_bases(run_base, jobs, a, a.workers)
     wall = time.perf_counter() - t0
     summary = summarise(results)
     out = Path(a.out)

@@ -52,6 +52,16 @@ def jobs_of(split: str | Sequence[str]) -> list[dict]:
     return jobs
 
 
+def map_bases(fn: Callable[[dict], dict], jobs: list[dict], args, workers: int) -> list[dict]:
+    """``fn({**job, "args": args})`` for every job, ``workers`` processes at a time, the image bases
+    (the long runs) first; the results in the jobs' order."""
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        order = sorted(range(len(jobs)), key=lambda i: jobs[i]["kind"] != "image")
+        done = dict(zip(order, pool.map(fn, [{**jobs[i], "args": args} for i in order])))
+    return [done[i] for i in range(len(jobs))]
+
+
 def load_image_base(model: str):
     """(generator, critic) of a zoo model, or of a weights file under BASES_DIR written by
     train_fmnist_gan.py (registered in a scratch zoo from its metadata, so the zoo builds it)."""
