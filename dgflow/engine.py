@@ -27,8 +27,9 @@ logger = logging.getLogger("dgflow")
 Model = Callable[[torch.Tensor], torch.Tensor]
 Callback = Callable[..., None]
 #: a stop rule: ``stop(step, z, logits) -> bool``. One that compares decoded samples may also have
-#: ``samples_wanted(step) -> int``: the engine then passes, as ``samples=``, the first that many samples
-#: its own pass decoded from ``z`` at that step (models in eval mode), so nothing is decoded twice.
+#: ``samples_wanted(step, generator) -> int``: the engine then passes, as ``samples=``, the first that
+#: many samples its own pass decoded from ``z`` with ``generator`` at that step (models in eval mode),
+#: so nothing is decoded twice; the rule answers 0 where it would decode otherwise (another generator).
 Stop = Callable[[int, torch.Tensor, torch.Tensor], bool]
 
 
@@ -179,7 +180,7 @@ def run(update: Update, generator: Optional[Model], critic: Model, z: torch.Tens
         steering = bool(getattr(stop, "steers", False))
         wanted = getattr(stop, "samples_wanted", None) if eval_mode else None  # else its decode differs
         for step in bar:
-            keep = int(wanted(step)) if callable(wanted) else 0
+            keep = int(wanted(step, generator)) if callable(wanted) else 0
             logits, grad, samples = chunked_logits_and_grad(generator, critic, state, chunks, keep)
             if not all_finite(logits, grad):
                 if steering and step > 0:  # too long a step: the rule goes back

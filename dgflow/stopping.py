@@ -297,9 +297,13 @@ class DataMatch:
             return energy_distance(x, self._real_points, yy=self._yy)
         return mmd2(x, self._real_points, self.bandwidth, yy=self._yy)
 
-    def samples_wanted(self, step: int) -> int:
-        """How many decoded samples the call at ``step`` compares (0: none): :func:`dgflow.refine`'s
-        loop hands over those its own pass decoded (``samples=``), so a check decodes nothing again."""
+    def samples_wanted(self, step: int, generator: Optional[Model] = None) -> int:
+        """How many decoded samples the call at ``step`` compares (0: none) if the run decodes with
+        ``generator``: :func:`dgflow.refine`'s loop hands over those its own pass decoded
+        (``samples=``), so a check decodes nothing again. 0 for a run with another generator than
+        the rule's (its checks then decode with their own, as they always did)."""
+        if generator is not self.generator:
+            return 0
         return self.max_points if step == 0 or step >= self._next else 0
 
     def _check(self, step: int, z: torch.Tensor, samples: Optional[torch.Tensor] = None) -> bool:

@@ -184,19 +184,24 @@ def test_data_match_checks_the_samples_the_steps_pass_decoded_and_decodes_none_a
 
     kw = dict(steps=60, eta=0.1, clip=None, gamma=0.0, batch_size=300)
     rule = DataMatch(real, gen, max_points=500)
-    rule.samples_wanted(0)  # a rule asked before its first run checks step 0
+    assert rule.samples_wanted(0, gen) == 500 and rule.samples_wanted(0, None) == 0  # its generator only
     out, info = dgflow.refine(gen, critic, z, stop=rule, return_info=True, **kw)
     assert info.stop_step is not None and info.steps_run < 60  # patience ended it: no final decode
     assert all(grad for _, grad in calls)  # every check took the pass's samples: no decode without grad
     # they are what a decode of the state gives: the same distances as a rule that decodes its own
     again = DataMatch(real, gen, max_points=500)
-    again.samples_wanted = lambda step: 0
+    again.samples_wanted = lambda step, generator: 0
     assert torch.equal(dgflow.refine(gen, critic, z, stop=again, **kw), out) and again.history == rule.history
     assert sum(not grad for _, grad in calls) == len(again.history)  # one decode a check
     # models not in eval mode decode differently from the checks' eval mode: then the rule decodes
     calls.clear()
     dgflow.refine(gen, critic, z, stop=DataMatch(real, gen, max_points=500), eval_mode=False, **kw)
     assert sum(not grad for _, grad in calls) == len(rule.history)
+    # a rule built without the run's generator compares what it decodes itself (the latents), as before
+    calls.clear()
+    own = DataMatch(real, max_points=500, adapt_step=False)
+    dgflow.refine(gen, critic, z, stop=own, **kw)
+    assert own.history[0] == pytest.approx(own.distance_to(z)) and own.history[0] != pytest.approx(rule.history[0])
 
 
 def test_a_steering_rule_needs_an_update_that_can_change_its_step():
