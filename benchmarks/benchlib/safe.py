@@ -33,8 +33,9 @@ CACHE_DIR = SCRATCH / "safe_defaults"
 #: the split file's halves: dev (designed on), test (run since the first rules), holdout (trained
 #: after the test half's results had been seen, before any later rule was run on them), fresh
 #: (declared and trained before the real-data rule's step control was designed on the other three),
-#: fresh2 (declared before stop 20's work, with the step control's A/B it decides)
-HALVES = ("dev", "test", "holdout", "fresh", "fresh2")
+#: fresh2 (declared before stop 20's work, with the step control's A/B it decides), fresh3 (declared
+#: at the end of stop 20, before the next rule is designed; not run yet)
+HALVES = ("dev", "test", "holdout", "fresh", "fresh2", "fresh3")
 
 
 def jobs_of(split: str | Sequence[str]) -> list[dict]:
