@@ -26,7 +26,7 @@ from types import SimpleNamespace
 
 import dgflow
 from benchlib import RESULTS, command_line, pyplot
-from benchlib.safe import HALVES, jobs_of, map_bases, setup
+from benchlib.safe import HALVES, STUDY_SETTINGS, jobs_of, map_bases, setup
 
 TARGET = 0.10  # the bound on the rule's overhead
 
@@ -97,11 +97,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", nargs="+", choices=[*HALVES, "all"], default=["all"], help="halves to run")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=STUDY_SETTINGS["seed"])
     p.add_argument("--out", default=str(RESULTS / "rule_overhead"))
     a = p.parse_args(argv)
-    # the study's latents and real samples (safe_defaults.py's defaults)
-    study = SimpleNamespace(seed=a.seed, n=5000, emd_n=1000, max_steps=100, image_n=2000, image_max_steps=40)
+    study = SimpleNamespace(**{**STUDY_SETTINGS, "seed": a.seed})  # the study's latents and real samples
     jobs = jobs_of(a.split)
     t0 = time.perf_counter()
     rows = map_bases(measure, jobs, study, a.workers)

@@ -47,8 +47,8 @@ import dgflow.flow
 import dgflow.solvers
 import dgflow.stopping
 from benchlib import BENCHMARKS, RESULTS, command_line, pyplot
-from benchlib.safe import (CACHE_DIR, CURVE_DISTANCES, HALVES, LONG_STEPS, SPLIT_FILE, int_keys, jobs_of,
-                           long_curve, map_bases, noise_of, replay_datamatch, setup)
+from benchlib.safe import (CACHE_DIR, CURVE_DISTANCES, HALVES, LONG_STEPS, SPLIT_FILE, STUDY_SETTINGS, int_keys,
+                           jobs_of, long_curve, map_bases, noise_of, replay_datamatch, setup)
 from dgflow.stopping import DataMatch, LogitMatch, mean_logit
 
 ORACLE_ETAS = (0.1, 0.03, 0.01)
@@ -353,12 +353,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", nargs="+", choices=[*HALVES, "all"], default=["all"], help="halves to run")
     p.add_argument("--only", nargs="+", help="labels of bases to run (default: all of the split)")
-    p.add_argument("--n", type=int, default=5000)
-    p.add_argument("--emd-n", type=int, default=1000)
-    p.add_argument("--max-steps", type=int, default=100, help="oracle scan of the 2D bases")
-    p.add_argument("--image-n", type=int, default=2000)
-    p.add_argument("--image-max-steps", type=int, default=40, help="oracle scan of the image bases")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=STUDY_SETTINGS["n"])
+    p.add_argument("--emd-n", type=int, default=STUDY_SETTINGS["emd_n"])
+    p.add_argument("--max-steps", type=int, default=STUDY_SETTINGS["max_steps"], help="oracle scan of the 2D bases")
+    p.add_argument("--image-n", type=int, default=STUDY_SETTINGS["image_n"])
+    p.add_argument("--image-max-steps", type=int, default=STUDY_SETTINGS["image_max_steps"],
+                   help="oracle scan of the image bases")
+    p.add_argument("--seed", type=int, default=STUDY_SETTINGS["seed"])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--long", choices=[*HALVES, "all", "none"], default="all",
                    help=f"halves whose bases also run the default step rule for {LONG_STEPS} steps (the "

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import statistics
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -36,6 +37,9 @@ CACHE_DIR = SCRATCH / "safe_defaults"
 #: fresh2 (declared before stop 20's work, with the step control's A/B it decides), fresh3 (declared
 #: at the end of stop 20, before the next rule is designed; not run yet)
 HALVES = ("dev", "test", "holdout", "fresh", "fresh2", "fresh3")
+#: the study's defaults for :func:`setup` (``safe_defaults.py``'s options): the latent seed, 2D latents,
+#: 2D EMD points, 2D oracle scan, image latents, image oracle scan
+STUDY_SETTINGS = {"seed": 0, "n": 5000, "emd_n": 1000, "max_steps": 100, "image_n": 2000, "image_max_steps": 40}
 
 
 def jobs_of(split: str | Sequence[str]) -> list[dict]:
@@ -56,7 +60,6 @@ def jobs_of(split: str | Sequence[str]) -> list[dict]:
 def map_bases(fn: Callable[[dict], dict], jobs: list[dict], args, workers: int) -> list[dict]:
     """``fn({**job, "args": args})`` for every job, ``workers`` processes at a time, the image bases
     (the long runs) first; the results in the jobs' order."""
-    from concurrent.futures import ProcessPoolExecutor
     with ProcessPoolExecutor(max_workers=workers) as pool:
         order = sorted(range(len(jobs)), key=lambda i: jobs[i]["kind"] != "image")
         done = dict(zip(order, pool.map(fn, [{**jobs[i], "args": args} for i in order])))
