@@ -11,7 +11,8 @@ images: 2,000) and scored on *test* data (2D: EMD to 1,000 fresh points, HQ %, m
 * the rules: ``refine``'s old default (``eta="auto"``, ``clip=1``, 25 steps, ``stop=None``); its
   new default without real data (the same plus :class:`dgflow.stopping.AtChance`); its new
   default with real data (``real=`` 2,000 held-out real samples: :class:`dgflow.stopping.DataMatch`,
-  which also steers the step);
+  which also steers the step); that rule with ``tol=0`` (stop 20's real-data default: the lowest
+  check, whatever the distance is taken on);
   the old real-data rule (:class:`dgflow.stopping.LogitMatch`, half the gap, same real samples);
   the paper's scheme (eta 0.1, no cap, 25 steps);
 * the oracle: the best step (every 5, up to ``--max-steps``) of the best fixed-eta scheme
@@ -47,16 +48,15 @@ import dgflow.flow
 import dgflow.solvers
 import dgflow.stopping
 from benchlib import BENCHMARKS, RESULTS, command_line, pyplot
-from benchlib.safe import (CACHE_DIR, CURVE_DISTANCES, HALVES, LONG_STEPS, SPLIT_FILE, STUDY_SETTINGS, int_keys,
-                           jobs_of, long_curve, map_bases, noise_of, replay_datamatch, setup)
+from benchlib.safe import (CACHE_DIR, CURVE_DISTANCES, HALVES, LONG_STEPS, NOISE_SIGMAS, SPLIT_FILE, STUDY_SETTINGS,
+                           int_keys, jobs_of, judge, long_curve, map_bases, noise_of, replay_datamatch, setup)
 from dgflow.stopping import DataMatch, LogitMatch, mean_logit
 
 ORACLE_ETAS = (0.1, 0.03, 0.01)
 BUDGET = 25
-#: "real data, plain step": the real-data default without its step control (DataMatch
-#: adapt_step=False), the A/B the fresh2 half decides (benchmarks/configs/safe_defaults_bases.yaml)
-RULES = ("old default", "default, no data", "default, real data", "real data, plain step", "LogitMatch ½",
-         "paper η=0.1")
+#: "real data, tol 0": the real-data default with DataMatch(tol=0), stop 20's default (fresh2 decided
+#: its step control with a "real data, plain step" row; benchmarks/configs/safe_defaults_bases.yaml)
+RULES = ("old default", "default, no data", "default, real data", "real data, tol 0", "LogitMatch ½", "paper η=0.1")
 STEP_DEFAULTS = ("eta", "clip", "auto_step", "gamma")  # what every stage's runs depend on
 
 
@@ -123,9 +123,9 @@ def defaults_stage(job: dict) -> dict:
     common = dict(batch_size=b.batch_size, generator_rng=a.seed + 4, return_info=True)
     _, plain_s = timed(dgflow.refine, b.g, b.d, b.z, steps=BUDGET, stop=None, **common)  # the cost reference
     out = {"plain_seconds": plain_s}
-    plain_step = DataMatch(b.real, b.g, b.d, batch_size=b.batch_size, adapt_step=False)  # as refine builds it
+    lowest = DataMatch(b.real, b.g, b.d, batch_size=b.batch_size, tol=0.0)  # as refine builds it, but tol
     for rule, extra in (("default, no data", {}), ("default, real data", {"real": b.real}),
-                        ("real data, plain step", {"stop": plain_step, "steps": dgflow.flow.DATA_STEPS})):
+                        ("real data, tol 0", {"stop": lowest, "steps": dgflow.flow.DATA_STEPS})):
         (zz, info), secs = timed(dgflow.refine, b.g, b.d, b.z, **extra, **common)
         out[rule] = {"step": info.stop_step if info.stop_step is not None else info.steps_run,
                      "steps_run": info.steps_run, "seconds": secs, "reason": info.stop_reason,
@@ -181,16 +181,6 @@ def run_base(job: dict) -> dict:
           f"({out['oracle']['scheme']} @{out['oracle']['step']}) | "
           + " | ".join(f"{k}: {r['score']:.3f} @{r['step']}" for k, r in out["rules"].items()), flush=True)
     return out
-
-
-NOISE_SIGMAS = 2.0  # "beyond the metric's noise": more than 2 standard deviations of the base's metric
-
-
-def judge(base: float, oracle: float, rule: float, noise: float) -> dict:
-    """Recovery (where the oracle beats the base beyond the noise) and whether the rule is worse."""
-    margin = NOISE_SIGMAS * noise
-    return {"recovery": (base - rule) / (base - oracle) if base - oracle > margin else None,
-            "worse": rule - base > margin, "rel_change": (rule - base) / base}
 
 
 # ----------------------------------------------------------------------------- summary
@@ -320,8 +310,8 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
                          f"{r['long']['gain_calibrated']:.3g} | {'yes' if gainable else 'no'} |")
     lines += ["", "Why the defaults stopped where they did, per base:", ""]
     lines += [f"* {r['label']}: no data: {r['rules']['default, no data']['reason']}; real data: "
-              f"{r['rules']['default, real data']['reason']}; plain step: "
-              f"{r['rules']['real data, plain step']['reason']}" for r in results]
+              f"{r['rules']['default, real data']['reason']}; tol 0: "
+              f"{r['rules']['real data, tol 0']['reason']}" for r in results]
     return "\n".join(lines) + "\n"
 
 

@@ -39,7 +39,7 @@ from .distances import (DISTANCES, MMD_SCALES, _kernel_mean, _median_offdiag, au
 from .logit_rules import LogitMatch, best_step, mean_logit
 from .passes import generate, logits
 
-__all__ = ["AT_CHANCE_GAIN", "STEP_GROW", "STEP_SHRINK", "STEP_MAX", "AtChance", "DataMatch", "LogitMatch", "best_step",
+__all__ = ["AT_CHANCE_GAIN", "FEATURES_TOL", "STEP_GROW", "STEP_SHRINK", "STEP_MAX", "AtChance", "DataMatch", "LogitMatch", "best_step",
            "calibrated_gain", "estimated_gain", "mean_logit"]
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -51,6 +51,10 @@ AT_CHANCE_GAIN = 0.02  # nats; docs/design.md §8.3 (chosen on the development b
 #: best (times STEP_GROW, at most STEP_MAX times the first step's) and after one that did not (the
 #: flow goes back to the best state, times STEP_SHRINK); set a priori, docs/design.md §8.3
 STEP_GROW, STEP_SHRINK, STEP_MAX = 2.0, 0.25, 8.0
+#: DataMatch's ``tol="auto"`` when its distance is taken on features of the samples (images): the
+#: latest state no farther from the data than the start; on the samples themselves the lowest
+#: (tol 0). Chosen on the seen halves of the safe-defaults study, docs/design.md §8.3
+FEATURES_TOL = 1.0
 
 
 def estimated_gain(logits: torch.Tensor) -> float:
@@ -186,13 +190,21 @@ class DataMatch:
             ``None`` (the samples themselves) or a callable (N, ...) -> (N, F) applied to the decoded
             and the real samples alike (e.g. an Inception network's pool features).
         adapt_step: steer the flow's step size by the checks (above); ``False``: a plain stop rule.
+        tol: how far past its lowest the distance may be for a check to count, in [0, 1] or ``"auto"``
+            (:data:`FEATURES_TOL` with a feature map, 0 on the samples themselves): a check is
+            *within* when its distance is at most ``lowest + tol * (first - lowest)`` (:meth:`bound`;
+            first: step 0's). The flow ends after ``patience`` checks in a row that are not, and the
+            latest check within the final bound is returned (:attr:`step`; the lowest:
+            :attr:`best_step`). ``0``: the lowest check; ``1``: the latest state no farther from the
+            data than the start, the distance as a veto on harm rather than the picker of the step.
+            With ``adapt_step``, a check within the bound that is not the lowest keeps the step as it is.
     """
 
     def __init__(self, real: torch.Tensor, generator: Optional[Model] = None, critic: Optional[Model] = None,
                  every: int = 5, patience: int = 2, max_points: int = 1000, batch_size: Optional[int] = None,
                  min_gain: Optional[float] = None, distance: str = "energy",
                  features: Union[str, Callable[[torch.Tensor], torch.Tensor], None] = "auto",
-                 adapt_step: bool = True):
+                 adapt_step: bool = True, tol: Union[float, str] = "auto"):
         if not isinstance(real, torch.Tensor) or real.dim() < 1 or len(real) < 2:
             raise ValueError("real must be a tensor of at least 2 held-out real samples (M, ...)")
         if not bool(torch.isfinite(real).all()):
@@ -213,6 +225,11 @@ class DataMatch:
         self.generator, self.critic = generator, critic
         self.real = real.detach()[: self.max_points]
         self.features = _resolve_features(features, self.real)
+        if isinstance(tol, str) and tol == "auto":
+            tol = FEATURES_TOL if self.features is not None else 0.0
+        self.tol = check_float(tol, "tol")
+        if not 0 <= self.tol <= 1:
+            raise ValueError(f"tol must be 'auto' or in [0, 1], got {tol}")
         self._real_points = self._points(self.real)
         self.bandwidth: Optional[float] = None  # the MMD's kernel scale; the energy distance has none
         if distance == "energy":  # the real-real term, once
@@ -229,9 +246,11 @@ class DataMatch:
 
     def _reset(self) -> None:
         self.history: dict[int, float] = {}
-        self.step: Optional[int] = None
+        self.step: Optional[int] = None  # the step returned: the latest check within the bound
+        self.best_step: Optional[int] = None  # the lowest check
         self._best: Optional[torch.Tensor] = None
-        self._since_best = 0
+        self._within: list[tuple[int, torch.Tensor]] = []  # candidates for `step`, distances rising
+        self._since_within = 0
         self._next = 0  # the step of the next check
         self.scale = 1.0  # the step size relative to the first step's
         self.scales: list[tuple[int, float]] = []  # (step, new scale) at every change
@@ -243,7 +262,8 @@ class DataMatch:
         return self.adapt_step
 
     def as_dict(self) -> dict:
-        return {"rule": "DataMatch", "every": self.every, "patience": self.patience, "max_points": self.max_points,
+        return {"rule": "DataMatch", "every": self.every, "patience": self.patience, "tol": self.tol,
+                "best_step": self.best_step, "max_points": self.max_points,
                 "n_real": len(self.real), "distance": self.distance, "features": self.features_name,
                 "bandwidth": self.bandwidth,
                 "min_gain": self.min_gain, "gain": self.gain, "calibration": self.calibration,
@@ -265,8 +285,13 @@ class DataMatch:
         if self.features is not None:
             name += f" ({self.features_name})"
         steered = f", step size changed {len(self.scales)}x" if self.scales else ""
-        return (f"{name} to the real samples lowest at step {self.step}: {self.history[self.step]:.3g} "
-                f"(step {first}: {self.history[first]:.3g}; {len(self.history)} checks to step {last}{steered})")
+        best = self.best_step
+        out = (f"{name} to the real samples lowest at step {best}: {self.history[best]:.3g} "
+               f"(step {first}: {self.history[first]:.3g}; {len(self.history)} checks to step {last}{steered})")
+        if self.step != best:
+            out += (f"; returned step {self.step} ({self.history[self.step]:.3g}), the latest check within "
+                    f"tol = {self.tol:g} of the way from the lowest back to step {first}'s")
+        return out
 
     @property
     def features_name(self) -> Optional[str]:
@@ -312,19 +337,34 @@ class DataMatch:
             return self._record(step, self.distance_to(samples), z)
         return self._record(step, self.score(z), z)
 
+    def bound(self) -> float:
+        """The distance a check may have to count as *within*: ``lowest + tol * (first - lowest)``
+        (``tol=0``: the lowest, so only improvements count; ``tol=1``: the first check's)."""
+        lowest, first = self.history[self.best_step], self.history[min(self.history)]
+        return lowest + self.tol * (first - lowest) if self.tol else lowest
+
     def _record(self, step: int, value: float, z: Optional[torch.Tensor]) -> bool:
-        """Record the check of ``step`` at distance ``value``; whether it is the best so far (then ``z``
-        is kept as the best state)."""
+        """Record the check of ``step`` at distance ``value``; whether it is the lowest so far (then
+        ``z`` is kept as the best state, where the step control goes back to). A check within
+        :meth:`bound` becomes the state to return (:attr:`step`), else it counts towards ``patience``."""
         self.history[step] = value
-        if self.step is None or value < self.history[self.step]:
-            self.step, self._best, self._since_best = step, z.detach().clone(), 0
-            return True
-        self._since_best += 1
-        return False
+        improved = self.best_step is None or value < self.history[self.best_step]
+        if improved:
+            self.best_step, self._best = step, z.detach().clone()
+        bound = self.bound()
+        if value <= bound:  # a later state at most as far: an earlier one at least as far is never returned
+            self._within = [c for c in self._within if self.history[c[0]] < value]
+            self._within.append((step, self._best if improved else z.detach().clone()))
+            self._since_within = 0
+        else:
+            self._since_within += 1
+        self._within = [c for c in self._within if self.history[c[0]] <= bound]
+        self.step = self._within[-1][0]
+        return improved
 
     def _conclude(self, step: int, improved: bool) -> bool:
         """After the check of ``step``: whether the flow ends (patience), else plan the step control."""
-        if self._since_best >= self.patience:
+        if self._since_within >= self.patience:
             return True
         self._plan(step, improved)
         return False
@@ -333,6 +373,8 @@ class DataMatch:
         """The step control after a check at ``step`` (that did not end the flow), and the next check."""
         self._next = step + self.every
         if not self.adapt_step or step == 0:
+            return
+        if not improved and self._since_within == 0:  # within the bound (tol > 0): go on at this step
             return
         scale = min(self.scale * STEP_GROW, STEP_MAX) if improved else self.scale * STEP_SHRINK
         if scale != self.scale:
@@ -384,4 +426,4 @@ class DataMatch:
         self._started = False
         if step not in self.history:
             self._check(step, z)
-        return self.step, self._best
+        return self._within[-1]

@@ -126,6 +126,34 @@ def test_data_match_returns_the_best_checked_state_of_an_overshooting_flow():
     assert 0 < info.stop_seconds < info.seconds and info.stop_overhead > 0
 
 
+def test_data_match_with_a_tolerance_returns_the_latest_state_within_it():
+    # the overshooting flow: the distance falls to its lowest near the data, then rises past its
+    # start; tol t returns the latest check at most lowest + t * (start - lowest), and ends after
+    # `patience` checks beyond that bound
+    m, z, real = shifted_gaussians()
+    critic = lambda x: x @ m - m.dot(m) / 2  # noqa: E731
+    kw = dict(steps=150, eta=0.02, clip=None, gamma=0.0)
+    _, traj = dgflow.refine(None, critic, z, stop=None, return_trajectory=5, **kw)
+    steps = {}
+    for tol in (0.0, 0.5, 1.0):
+        rule = DataMatch(real, adapt_step=False, tol=tol)
+        out, info = dgflow.refine(None, critic, z, stop=rule, return_info=True, **kw)
+        h, low = rule.history, min(rule.history.values())
+        bound = low + tol * (h[0] - low)
+        assert rule.bound() == pytest.approx(bound) and h[rule.best_step] == low
+        assert rule.step == info.stop_step == max(s for s in h if h[s] <= bound)
+        assert torch.equal(out, traj[rule.step // 5])
+        beyond = [s for s in sorted(h) if s > rule.step]
+        assert len(beyond) == rule.patience and all(h[s] > bound for s in beyond)
+        assert info.stop_rule["tol"] == tol and info.stop_rule["best_step"] == rule.best_step
+        steps[tol] = rule.step
+    assert steps[0.0] == rule.best_step < steps[0.5] < steps[1.0]  # the same lowest check, later states
+    assert "returned step" in info.stop_reason and "tol = 1" in info.stop_reason
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="tol must be .auto. or in"):
+            DataMatch(real, tol=bad)
+
+
 def test_data_match_steers_the_step_a_trust_region_on_the_distance():
     # the overshooting flow above with a step too short for the budget: its drift is exactly eta * m
     # a step (KL weight 1, gamma 0), so every state is z + t m and the steps taken can be read off

@@ -7,11 +7,12 @@
   (:data:`CURVE_DISTANCES`), and
   the critic's raw and Platt-calibrated estimated gain at step 0 (what the real-data rule is
   designed from, on the development half);
-* :func:`replay_datamatch`: what DataMatch with a given budget, patience and distance returns on
-  such a curve.
+* :func:`replay_datamatch`: what DataMatch with a given budget, patience, distance and tolerance
+  returns on such a curve.
 """
 from __future__ import annotations
 
+import json
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from dgflow.io import read_metadata
 from dgflow.passes import logits as critic_logits
 from dgflow.stopping import DataMatch, calibrated_gain, estimated_gain
 
-from . import BASES_DIR, BENCHMARKS, SCRATCH
+from . import BASES_DIR, BENCHMARKS, RESULTS, SCRATCH
 from .bases import load_toy2d_base, register_gan_base, toy2d_base_path
 
 SPLIT_FILE = BENCHMARKS / "configs" / "safe_defaults_bases.yaml"
@@ -177,21 +178,56 @@ def long_curve(b: Base, seed: int, steps: int = LONG_STEPS) -> dict:
             "platt": [a_cal, b_cal]}
 
 
-def replay_datamatch(checks: dict, budget: int, patience: int, distance: str = "energy") -> int:
-    """The step DataMatch (checks every 5 steps) returns on a recorded curve with this budget,
-    patience and distance: the best among the checks it reaches before ``patience`` checks without
-    improvement."""
-    best, since = None, 0
-    for step in sorted(checks):
-        if step > budget:
-            break
-        if best is None or checks[step][distance] < checks[best][distance]:
-            best, since = step, 0
+def replay_datamatch(checks: dict, budget: int, patience: int, distance: str = "energy", tol: float = 0.0,
+                     ended: bool = False) -> int | tuple[int, bool]:
+    """The step DataMatch (checks every 5 steps, no step control) returns on a recorded curve with
+    this budget, patience, distance and tolerance ``tol``: a check is *within* when its distance is
+    at most ``best + tol * (start - best)`` (best: the lowest so far; start: step 0's); the flow ends
+    after ``patience`` checks in a row that are not, and the latest check within the final bound is
+    returned. ``tol=0``: the lowest check (DataMatch's rule); ``tol=1``: the latest check no farther
+    from the data than the start (the distance as a veto on harm). ``ended``: also return whether the
+    rule ended by itself (patience) within the curve, not because the curve or budget ran out."""
+    steps = [s for s in sorted(checks) if s <= budget]
+    d = {s: checks[s][distance] for s in steps}
+    best, since, seen, stopped = steps[0], 0, [steps[0]], False
+    for step in steps[1:]:
+        seen.append(step)
+        if d[step] < d[best]:
+            best = step
+        if d[step] <= d[best] + tol * (d[steps[0]] - d[best]):
+            since = 0
         else:
             since += 1
         if since >= patience:
+            stopped = True
             break
-    return best
+    bound = d[best] + tol * (d[steps[0]] - d[best])
+    step = max(s for s in seen if d[s] <= bound)
+    return (step, stopped) if ended else step
+
+
+NOISE_SIGMAS = 2.0  # "beyond the metric's noise": more than 2 standard deviations of the base's metric
+
+
+def judge(base: float, oracle: float, rule: float, noise: float) -> dict:
+    """Recovery (where the oracle beats the base beyond the noise) and whether the rule is worse."""
+    margin = NOISE_SIGMAS * noise
+    return {"recovery": (base - rule) / (base - oracle) if base - oracle > margin else None,
+            "worse": rule - base > margin, "rel_change": (rule - base) / base}
+
+
+#: the study's recorded results (``safe_defaults.py``'s runs): dev, test, holdout and fresh; fresh2
+STUDY_RESULTS = ("safe_defaults.json", "safe_defaults_fresh2.json")
+
+
+def study_rows() -> dict[tuple[str, str], dict]:
+    """Every base the recorded study runs hold, by (half, label): its metric, noise, oracle and rules
+    (a half recorded twice: its first run, the later ones reran it unchanged)."""
+    rows: dict[tuple[str, str], dict] = {}
+    for name in STUDY_RESULTS:
+        for r in json.loads((RESULTS / name).read_text())["bases"]:
+            rows.setdefault((r["half"], r["label"]), r)
+    return rows
 
 
 def int_keys(d: dict) -> dict:
