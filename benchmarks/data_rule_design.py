@@ -26,7 +26,7 @@ import dgflow.engine
 import dgflow.flow
 import dgflow.solvers
 from benchlib import RESULTS, command_line, pyplot
-from dgflow.stopping import DataMatch
+from dgflow.stopping import FEATURES_TOL, DataMatch
 from benchlib.safe import (CACHE_DIR, STUDY_SETTINGS, int_keys, jobs_of, judge, long_curve, map_bases,
                            replay_datamatch, setup, study_rows)
 
@@ -34,7 +34,6 @@ SEEN = ("dev", "test", "holdout", "fresh", "fresh2")
 #: the rules replayed: (budget, patience, tol) of benchlib.safe.replay_datamatch on the energy distance
 #: (refine's default); budget 25 with patience 99 and tol 1 is the no-data schedule with a veto
 GRID = [(b, p, t) for b, p, t in itertools.product((25, 50, 100), (1, 2, 3, 99), (0.0, 0.25, 0.5, 0.75, 1.0))]
-CURRENT = (100, 2, 0.0)  # DataMatch, plain step (the real-data default without its step control)
 
 
 def code_hash() -> str:
@@ -85,10 +84,6 @@ def summary(judged: list[dict]) -> dict:
             "truncated": sum(x["truncated"] for x in judged)}
 
 
-CRITERION = ("fewest bases worse beyond noise, then the highest mean recovery, then the highest worst "
-             "recovery, over all seen bases pooled")
-
-
 def default_run(job: dict) -> dict:
     """``refine(G, D, z, real=...)`` with refine's defaults as they are now (the seen halves' A/B of a
     new real-data default against the recorded one), cached by the library's code."""
@@ -108,7 +103,17 @@ def default_run(job: dict) -> dict:
                "seconds": round(time.perf_counter() - t0, 1), **b.score(zz)}
         cache.write_text(json.dumps(res))
         print(f"{job['half']} {job['label']}: default {res['score']:.4g} @{res['step']}", flush=True)
-    return {"label": job["label"], "half": job["half"], **json.loads(cache.read_text())}
+    res = json.loads(cache.read_text())
+    if res["step"] is None:  # the rule kept the budget's last state (RunInfo.stop_step is None then)
+        res["step"] = res["steps_run"]
+    return {"label": job["label"], "half": job["half"], **res}
+
+
+CRITERION = ("fewest bases worse beyond noise, then the highest mean recovery, then the highest worst "
+             "recovery (ties: the first of the grid)")
+KINDS = {"all": "every seen base", "image": "images: the distance on random-CNN features",
+         "2d": "2D: the distance on the samples themselves"}
+DESIGNED = (100, 2)  # refine(real=)'s budget and DataMatch's patience, unchanged; tol: "auto"
 
 
 def key(config: str) -> tuple[int, int, float]:
@@ -120,6 +125,26 @@ def choose(table: dict) -> str:
     """The grid's rule by :data:`CRITERION`."""
     return min(table, key=lambda k: (table[k]["worse_beyond_noise"], -(table[k]["mean_recovery"] or -9),
                                      -(table[k]["worst_recovery"] or -9)))
+
+
+def auto_tol(r: dict) -> float:
+    """DataMatch's tol="auto" on this base: FEATURES_TOL where the distance is on features (images)."""
+    return FEATURES_TOL if r["kind"] == "image" else 0.0
+
+
+def recorded(r: dict, rule: dict) -> dict:
+    return {**judge(r["base"]["score"], r["oracle"]["score"], rule["score"], r["noise"]), "step": rule["step"],
+            "score": rule["score"], "truncated": False}
+
+
+def rules_of(r: dict) -> dict:
+    """Every real-data rule's result on one base: recorded, replayed and (``--defaults``) run now."""
+    out = {"recorded default (steered, tol 0)": recorded(r, r["rules"]["default, real data"]),
+           "replay: plain step, tol 0": replay(r, *DESIGNED, 0.0),
+           "replay: plain step, tol auto": replay(r, *DESIGNED, auto_tol(r))}
+    if "default_now" in r:
+        out["run now: refine(real=) (steered, tol auto)"] = recorded(r, r["default_now"])
+    return out
 
 
 def _pct(v) -> str:
@@ -135,59 +160,77 @@ HEAD = ("| {} | bases | worse beyond noise | gainable | mean recovery | median |
         "not ended when the curve did |\n|---|---|---|---|---|---|---|---|---|")
 
 
-def markdown(results, table, halves, steered, chosen, a) -> str:
-    b, p, t = key(chosen)
-    cur = "{} | {} | {:g}".format(*CURRENT)
+def markdown(results: list[dict], grids: dict, a) -> str:
     lines = ["# The real-data rule as a veto: design curves on the seen halves", "",
-             f"`{a.command}` ({sum(r['curve']['seconds'] for r in results) / 60:.0f} CPU-process minutes, one thread "
-             "each, 2-core CPU). Per base: refine's default step rule (plain step, no stop), the test metric and "
-             "DataMatch's energy distance (images: on random-CNN features) to 2,000 held-out real samples every 5 "
-             f"steps, to step {a.steps} (2D) / {a.image_steps} (images); the base's metric, noise and oracle from "
-             "the study's recorded runs (`benchmarks/results/safe_defaults.json`, `safe_defaults_fresh2.json`). "
-             "Each rule (budget, patience, tol) replayed on those curves (`benchlib.safe.replay_datamatch`): a check "
-             "is *within* when its distance is at most lowest + tol × (start − lowest); the rule ends after "
-             "*patience* checks in a row that are not, and returns the latest check within the final bound. tol 0 "
-             "is DataMatch's rule (the lowest check); tol 1 returns the latest state no farther from the data "
-             "than the start: the distance as a veto on harm rather than the picker of the step. Patience 99: "
-             "the budget ends the run. The fresh3 half is not in it: it is run once, with the rule chosen here.",
-             "", f"Choice, declared before the grid was run: {CRITERION}. **Chosen: budget {b}, patience {p}, "
-             f"tol {t:g}.**", "", "## Pooled over the seen halves", "", HEAD.format("rule"),
-             _row("refine(real=) today (steered, recorded runs)", steered),
-             _row(f"DataMatch plain step, {cur} (replayed)", table[cur]), _row(f"**chosen: {chosen}**", table[chosen]),
-             "", "Every rule of the grid (budget | patience | tol), pooled:", "", HEAD.format("budget / patience / tol")]
-    lines += [_row(k, v) for k, v in sorted(table.items(), key=lambda kv: key(kv[0]))]
-    lines += ["", "## Per half: the chosen rule and the plain-step DataMatch", "", HEAD.format("half / rule")]
-    for h in a.split:
-        lines += [_row(f"{h}: chosen", halves[f"{h} | {chosen}"]), _row(f"{h}: DataMatch plain", halves[f"{h} | {cur}"])]
+             f"`{a.command}` ({sum(r['curve']['seconds'] for r in results) / 60:.0f} CPU-process minutes for the "
+             "curves, one thread each, 2-core CPU). Per base: refine's default step rule (plain step, no stop), the "
+             "test metric and DataMatch's energy distance (images: on random-CNN features) to 2,000 held-out real "
+             f"samples every 5 steps, to step {a.steps} (2D) / {a.image_steps} (images); the base's metric, noise "
+             "and oracle from the study's recorded runs (`benchmarks/results/safe_defaults.json`, "
+             "`safe_defaults_fresh2.json`). Each rule (budget, patience, tol) is replayed on those curves "
+             "(`benchlib.safe.replay_datamatch`): a check is *within* when its distance is at most lowest + tol × "
+             "(start − lowest); the rule ends after *patience* checks in a row that are not and returns the latest "
+             "check within the final bound. tol 0 is DataMatch's rule before (the lowest check); tol 1 returns the "
+             "latest state no farther from the data than the start: the distance as a veto on harm rather than "
+             "the picker of the step. Patience 99: the budget ends the run. *Not ended*: image rules still running "
+             f"at step {a.image_steps}, where the curve ends (their step is then at most that). The fresh3 half is "
+             "not in it.", "", f"Grid pick, declared before the grid was run: {CRITERION}.", ""]
+    for kind, title in KINDS.items():
+        pick = choose(grids[kind])
+        lines += [f"## Grid: {title}", "", f"Pick: budget | patience | tol = **{pick}**.", "",
+                  HEAD.format("budget / patience / tol")]
+        lines += [_row(("**" + k + "**") if k == pick else k, v) for k, v in grids[kind].items()]
+        lines.append("")
+    lines += ["## The rules, per kind and half", "",
+              "*tol auto*: DataMatch's default since stop 21, tol 1 on the images' feature distance and 0 on the "
+              f"2D samples' (budget {DESIGNED[0]}, patience {DESIGNED[1]}, as before). *Recorded*: the steered "
+              "default of stop 20 (`safe_defaults*.json`). *Run now*: `refine(G, D, z, real=...)` with the defaults "
+              "of this commit (steered, tol auto), from the same latents (`--defaults`). The A/B declared in "
+              "`benchmarks/configs/safe_defaults_bases.yaml`: tol auto becomes the default iff *run now* has at least "
+              "the recorded rule's mean recovery on the seen image bases, with no more of them worse.", "",
+              HEAD.format("bases / rule")]
+    names = list(max((rules_of(r) for r in results), key=len))
+    groups = [("images", lambda r: r["kind"] == "image"), ("2D", lambda r: r["kind"] == "2d"),
+              ("all", lambda r: True)] + [(h, (lambda h: lambda r: r["half"] == h)(h)) for h in a.split]
+    for gname, test in groups:
+        rows = [rules_of(r) for r in results if test(r)]
+        lines += [_row(f"{gname}: {n}", summary([x[n] for x in rows if n in x])) for n in names
+                  if any(n in x for x in rows)]
+    now = [r for r in results if "default_now" in r and r["kind"] == "2d"]
+    if now:
+        same = sum(r["default_now"]["step"] == r["rules"]["default, real data"]["step"]
+                   and abs(r["default_now"]["score"] - r["rules"]["default, real data"]["score"]) < 1e-9 for r in now)
+        lines += ["", f"On the 2D bases tol auto is 0, so the run now should be the recorded default's: same step and "
+                  f"metric on {same} of {len(now)}."]
     lines += ["", "## Per base", "", "Test metric @ step (recovery; ✗ worse beyond noise).", "",
-              "| half | base | base ± σ | oracle | today (steered) | DataMatch plain | chosen |", "|---|---|---|---|---|---|---|"]
+              "| half | base | base ± σ | oracle | " + " | ".join(names) + " |", "|---|---|---|---|" + "---|" * len(names)]
     for r in results:
-        def cell(x, score):
+        def cell(x):
+            score = x["score"] if "score" in x else r["curve"]["checks"][x["step"]]["score"]
             rec = "" if x["recovery"] is None else f" ({_pct(x['recovery'])})"
             return f"{score:.3f} @{x['step']}{rec}{' ✗' if x['worse'] else ''}"
-        s = r["rules"]["default, real data"]
-        steer = {**judge(r["base"]["score"], r["oracle"]["score"], s["score"], r["noise"]), "step": s["step"]}
-        reps = [replay(r, *key(c)) for c in (cur, chosen)]
         lines.append(f"| {r['half']} | {r['label']} | {r['base']['score']:.3f} ± {r['noise']:.3f} | "
-                     f"{r['oracle']['score']:.3f} @{r['oracle']['step']} | {cell(steer, s['score'])} | "
-                     + " | ".join(cell(x, r['curve']['checks'][x['step']]['score']) for x in reps) + " |")
+                     f"{r['oracle']['score']:.3f} @{r['oracle']['step']} | "
+                     + " | ".join(cell(rules_of(r)[n]) if n in rules_of(r) else "–" for n in names) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot(table: dict, path: Path) -> None:
-    """Pooled mean recovery against tol, one line per budget and patience; the worse count marked."""
+def plot(grids: dict, path: Path) -> None:
+    """Mean recovery against tol per kind of base, one line per budget (patience 2); x: a rule that
+    leaves a base worse beyond noise."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    tols = sorted({key(k)[2] for k in table})
-    for (b, p) in sorted({key(k)[:2] for k in table}):
-        rows = [table[f"{b} | {p} | {t:g}"] for t in tols]
-        line, = axes[0].plot(tols, [100 * (r["mean_recovery"] or 0) for r in rows], marker="o", label=f"budget {b}, patience {p}")
-        axes[1].plot(tols, [r["worse_beyond_noise"] for r in rows], marker="o", color=line.get_color())
-    axes[0].set(xlabel="tol", ylabel="mean gain recovery, % (gainable seen bases)", title="recovery")
-    axes[1].set(xlabel="tol", ylabel="bases worse beyond noise", title="harm")
-    for ax in axes:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, kind in zip(axes, ("image", "2d")):
+        for budget in sorted({key(k)[0] for k in grids[kind]}):
+            pts = sorted((key(k)[2], v) for k, v in grids[kind].items() if key(k)[:2] == (budget, 2))
+            line, = ax.plot([t for t, _ in pts], [100 * (v["mean_recovery"] or 0) for _, v in pts], marker="o",
+                            label=f"budget {budget}")
+            bad = [(t, v) for t, v in pts if v["worse_beyond_noise"]]
+            ax.scatter([t for t, _ in bad], [100 * (v["mean_recovery"] or 0) for _, v in bad], marker="x", s=90,
+                       color=line.get_color(), zorder=3)
+        ax.set(xlabel="tol", title=KINDS[kind], ylabel="mean gain recovery, % (gainable seen bases)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6, ncol=2)
+        ax.legend(fontsize=8, title="patience 2; x: a base worse", title_fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -199,8 +242,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=100, help="2D bases' curve length")
     p.add_argument("--image-steps", type=int, default=60, help="image bases' curve length")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--defaults", action="store_true",
-                   help="also run refine(G, D, z, real=...) with the library's defaults on every base")
+    p.add_argument("--defaults", choices=("none", "image", "all"), default="none",
+                   help="bases that also run refine(G, D, z, real=...) with the library's defaults (image: the "
+                        "image bases, where tol auto is not 0)")
     p.add_argument("--out", default=str(RESULTS / "data_rule_design"))
     a = p.parse_args(argv)
     for k, v in STUDY_SETTINGS.items():
@@ -208,25 +252,23 @@ def main(argv=None) -> int:
     a.command = command_line(__file__, argv)
     results = map_bases(curve, jobs_of(a.split), a, a.workers)
     study = study_rows()
-    if a.defaults:
-        for r, run in zip(results, map_bases(default_run, jobs_of(a.split), a, a.workers)):
-            r["default_now"] = run
+    if a.defaults != "none":
+        runs = map_bases(default_run, [j for j in jobs_of(a.split) if a.defaults == "all" or j["kind"] == "image"],
+                         a, a.workers)
+        for run in runs:
+            next(r for r in results if (r["half"], r["label"]) == (run["half"], run["label"]))["default_now"] = run
     for r in results:
         r.update({k: study[(r["half"], r["label"])][k] for k in ("base", "noise", "oracle", "rules")})
         assert abs(r["curve"]["checks"][0]["score"] - r["base"]["score"]) < 1e-6 * max(1.0, r["base"]["score"]), r["label"]
-    table = {f"{b} | {p} | {t:g}": summary([replay(r, b, p, t) for r in results]) for b, p, t in GRID}
-    halves = {f"{h} | {b} | {p} | {t:g}": summary([replay(r, b, p, t) for r in results if r["half"] == h])
-              for h in a.split for b, p, t in GRID}
-    steered = summary([{**judge(r["base"]["score"], r["oracle"]["score"], r["rules"]["default, real data"]["score"],
-                                r["noise"]), "step": r["rules"]["default, real data"]["step"], "truncated": False}
-                       for r in results])
-    chosen = choose(table)
+    tests = {"all": lambda r: True, "image": lambda r: r["kind"] == "image", "2d": lambda r: r["kind"] == "2d"}
+    grids = {kind: {f"{b} | {p} | {t:g}": summary([replay(r, b, p, t) for r in results if test(r)])
+                    for b, p, t in GRID} for kind, test in tests.items()}
     out = Path(a.out)
-    out.with_suffix(".json").write_text(json.dumps({"command": a.command, "criterion": CRITERION, "chosen": chosen,
-                                                    "grid": table, "halves": halves, "steered_default": steered,
+    out.with_suffix(".json").write_text(json.dumps({"command": a.command, "criterion": CRITERION, "grids": grids,
+                                                    "picks": {k: choose(g) for k, g in grids.items()},
                                                     "bases": results}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(results, table, halves, steered, chosen, a))
-    plot(table, out.with_suffix(".png"))
+    out.with_suffix(".md").write_text(markdown(results, grids, a))
+    plot(grids, out.with_suffix(".png"))
     print(out.with_suffix(".md").read_text())
     return 0
 

@@ -7,7 +7,7 @@ import torch
 import dgflow
 from dgflow.distances import energy_distance, median_bandwidth, mmd2
 from dgflow.engine import run
-from dgflow.stopping import (AT_CHANCE_GAIN, STEP_GROW, STEP_MAX, STEP_SHRINK, AtChance, DataMatch, calibrated_gain,
+from dgflow.stopping import (AT_CHANCE_GAIN, FEATURES_TOL, STEP_GROW, STEP_MAX, STEP_SHRINK, AtChance, DataMatch, calibrated_gain,
                              estimated_gain)
 
 
@@ -152,6 +152,10 @@ def test_data_match_with_a_tolerance_returns_the_latest_state_within_it():
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="tol must be .auto. or in"):
             DataMatch(real, tol=bad)
+    # "auto" (the default): the lowest check on the samples themselves, the veto on image features
+    images = torch.rand(4, 1, 16, 16) * 2 - 1
+    assert DataMatch(real).tol == 0.0 and DataMatch(images).tol == FEATURES_TOL == 1.0
+    assert DataMatch(images, features=None).tol == 0.0 and DataMatch(real, features=lambda x: x).tol == FEATURES_TOL
 
 
 def test_data_match_steers_the_step_a_trust_region_on_the_distance():
