@@ -115,9 +115,10 @@ def refine(
         stop: when to end the flow before ``steps`` (which is then a budget). ``"auto"`` (the
             default): with ``real`` data :class:`dgflow.stopping.DataMatch` (the energy distance of the
             decoded samples to ``real``, images through a fixed untrained CNN, every 5 steps; the
-            best state is returned; the checks also steer the step: it doubles after a check that
-            improved, up to 8 times the first, and after one that did not the flow goes back to the
-            best state at a quarter of the step), without
+            lowest state is returned, on images the latest no farther from the data than the start;
+            the checks also steer the step: it doubles after a check that improved, up to 8 times
+            the first, and after one beyond that bound the flow goes back to the best state at a
+            quarter of the step), without
             :class:`dgflow.stopping.AtChance` (a critic at chance on the batch, estimated gain below
             0.02 nats, leaves it unchanged; otherwise all ``steps`` run). ``None``: exactly
             ``steps`` steps, the paper's scheme. Or a predicate ``stop(step, z_step, logits) ->
