@@ -158,6 +158,36 @@ def test_data_match_with_a_tolerance_returns_the_latest_state_within_it():
     assert DataMatch(images, features=None).tol == 0.0 and DataMatch(real, features=lambda x: x).tol == FEATURES_TOL
 
 
+@pytest.mark.parametrize("tol", [0.0, 0.3, 0.5, 1.0])
+def test_data_match_tolerance_on_scripted_distances_matches_its_definition(tol):
+    # distances that fall, rise, fall to a new lowest (tightening the bound) and rise again: the rule
+    # must return the latest check within the final bound, and stop after `patience` checks beyond
+    # the bound in force at each check
+    values = [1.0, 0.6, 0.7, 0.8, 0.4, 0.55, 0.5, 0.9, 0.95, 0.97, 0.99]
+    rule = DataMatch(torch.randn(8, 2), adapt_step=False, tol=tol)
+    script = iter(values)
+    rule.distance_to = lambda x: next(script)  # noqa: E731  (the distance of each check, in order)
+    z, logits = torch.zeros(4, 2), torch.zeros(4)
+    ended = None  # the step the rule ended the flow at (None: the budget, the last check, ended it)
+    for i in range(len(values)):
+        if rule(5 * i, z + i, logits):
+            ended = 5 * i
+            break
+    seen = values[: len(rule.history)]
+    lowest, since, end = seen[0], 0, None
+    for i, v in enumerate(seen):  # the definition, check by check
+        lowest = min(lowest, v)
+        since = 0 if v <= lowest + tol * (values[0] - lowest) else since + 1
+        if since >= rule.patience and end is None:
+            end = 5 * i
+    bound = lowest + tol * (values[0] - lowest)
+    want = max(5 * i for i, v in enumerate(seen) if v <= bound)
+    assert ended == end and rule.step == want and rule.best_step == 5 * seen.index(lowest)
+    last = 5 * (len(rule.history) - 1)
+    step, state = rule.finish(last, z + last // 5)
+    assert step == want and torch.equal(state, z + want // 5)
+
+
 def test_data_match_steers_the_step_a_trust_region_on_the_distance():
     # the overshooting flow above with a step too short for the budget: its drift is exactly eta * m
     # a step (KL weight 1, gamma 0), so every state is z + t m and the steps taken can be read off
