@@ -102,6 +102,8 @@ class DataMatch:
             :attr:`best_step`). ``0``: the lowest check; ``1``: the latest state no farther from the
             data than the start, the distance as a veto on harm rather than the picker of the step.
             With ``adapt_step``, a check within the bound that is not the lowest keeps the step as it is.
+            Memory: the lowest state and each later one within the bound (a copy of the latents
+            each; an earlier candidate goes once a later one is at most as far).
     """
 
     def __init__(self, real: torch.Tensor, generator: Optional[Model] = None, critic: Optional[Model] = None,
