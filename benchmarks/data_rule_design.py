@@ -16,19 +16,17 @@ import inspect
 import itertools
 import json
 import statistics
-import time
 from pathlib import Path
 
 import dgflow
-import dgflow.calibration
 import dgflow.distances
 import dgflow.engine
 import dgflow.flow
 import dgflow.solvers
 from benchlib import RESULTS, command_line, pyplot
+from benchlib.safe import (REFINE_MODULES, STUDY_SETTINGS, cached, int_keys, jobs_of, judge, long_curve,
+                           map_bases, replay_datamatch, setup, source_hash, study_rows)
 from dgflow.stopping import FEATURES_TOL, DataMatch
-from benchlib.safe import (CACHE_DIR, STUDY_SETTINGS, int_keys, jobs_of, judge, long_curve, map_bases,
-                           replay_datamatch, setup, study_rows)
 
 SEEN = ("dev", "test", "holdout", "fresh", "fresh2")
 #: the rules replayed: (budget, patience, tol) of benchlib.safe.replay_datamatch on the energy distance
@@ -44,23 +42,17 @@ def code_hash() -> str:
 
 
 def curve(job: dict) -> dict:
-    """The base's design curve, cached under CACHE_DIR by its settings."""
+    """The base's design curve (the stage cached as ``curve``)."""
     a = job["args"]
-    steps = a.steps if job["kind"] == "2d" else a.image_steps
-    settings = {"job": {k: v for k, v in job.items() if k != "args"}, "steps": steps,
-                **{k: getattr(a, k) for k in STUDY_SETTINGS},
-                "refine": repr(dgflow.flow.refine_defaults("eta", "clip", "auto_step", "gamma")),
-                "code": code_hash()}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    cache = CACHE_DIR / f"{job['label'].replace(' ', '_')}_curve_{key}.json"
-    if not cache.is_file():
-        t0 = time.perf_counter()
-        res = long_curve(setup(job, a), a.seed, steps)
-        res["seconds"] = round(time.perf_counter() - t0, 1)
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(res))
-        print(f"{job['half']} {job['label']}: {res['seconds']} s", flush=True)
-    res = json.loads(cache.read_text())
+    return long_curve(setup(job, a), a.seed, a.steps if job["kind"] == "2d" else a.image_steps)
+
+
+def curve_of(job: dict) -> dict:
+    """The job and its design curve, cached under CACHE_DIR by its settings."""
+    a = job["args"]
+    res = cached(curve, job, {"steps": a.steps if job["kind"] == "2d" else a.image_steps,
+                              "refine": repr(dgflow.flow.refine_defaults("eta", "clip", "auto_step", "gamma")),
+                              "code": code_hash()})
     res["checks"] = int_keys(res["checks"])
     return {**{k: v for k, v in job.items() if k != "args"}, "curve": res}
 
@@ -84,27 +76,21 @@ def summary(judged: list[dict]) -> dict:
             "truncated": sum(x["truncated"] for x in judged)}
 
 
-def default_run(job: dict) -> dict:
-    """``refine(G, D, z, real=...)`` with refine's defaults as they are now (the seen halves' A/B of a
-    new real-data default against the recorded one), cached by the library's code."""
+def default(job: dict) -> dict:
+    """``refine(G, D, z, real=...)`` with refine's defaults as they are now (the stage cached as
+    ``default``): the seen halves' A/B of a new real-data default against the recorded one."""
     a = job["args"]
-    settings = {"job": {k: v for k, v in job.items() if k != "args"}, **{k: getattr(a, k) for k in STUDY_SETTINGS},
-                "code": hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in
-                                                (dgflow.flow, dgflow.stopping, dgflow.distances, dgflow.engine,
-                                                 dgflow.solvers, dgflow.calibration))).hexdigest()[:12]}
-    cache = CACHE_DIR / (f"{job['label'].replace(' ', '_')}_default_"
-                         f"{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]}.json")
-    if not cache.is_file():
-        b = setup(job, a)
-        t0 = time.perf_counter()
-        zz, info = dgflow.refine(b.g, b.d, b.z, real=b.real, batch_size=b.batch_size, generator_rng=a.seed + 4,
-                                 return_info=True)
-        res = {"step": info.stop_step, "steps_run": info.steps_run, "reason": info.stop_reason,
-               "seconds": round(time.perf_counter() - t0, 1), **b.score(zz)}
-        cache.write_text(json.dumps(res))
-        print(f"{job['half']} {job['label']}: default {res['score']:.4g} @{res['step']}", flush=True)
-    res = json.loads(cache.read_text())
-    if res["step"] is None:  # the rule kept the budget's last state (RunInfo.stop_step is None then)
+    b = setup(job, a)
+    zz, info = dgflow.refine(b.g, b.d, b.z, real=b.real, batch_size=b.batch_size, generator_rng=a.seed + 4,
+                             return_info=True)
+    return {"step": info.stop_step, "steps_run": info.steps_run, "reason": info.stop_reason, **b.score(zz)}
+
+
+def default_of(job: dict) -> dict:
+    """The run of :func:`default`, cached by the library's code; its step (``None`` from RunInfo when
+    the rule kept the budget's last state) as the steps run then."""
+    res = cached(default, job, {"code": source_hash(*REFINE_MODULES)})
+    if res["step"] is None:
         res["step"] = res["steps_run"]
     return {"label": job["label"], "half": job["half"], **res}
 
@@ -245,15 +231,16 @@ def main(argv=None) -> int:
     p.add_argument("--defaults", choices=("none", "image", "all"), default="none",
                    help="bases that also run refine(G, D, z, real=...) with the library's defaults (image: the "
                         "image bases, where tol auto is not 0)")
+    p.add_argument("--fresh", action="store_true", help="recompute what is cached")
     p.add_argument("--out", default=str(RESULTS / "data_rule_design"))
     a = p.parse_args(argv)
     for k, v in STUDY_SETTINGS.items():
         setattr(a, k, v)
     a.command = command_line(__file__, argv)
-    results = map_bases(curve, jobs_of(a.split), a, a.workers)
+    results = map_bases(curve_of, jobs_of(a.split), a, a.workers)
     study = study_rows()
     if a.defaults != "none":
-        runs = map_bases(default_run, [j for j in jobs_of(a.split) if a.defaults == "all" or j["kind"] == "image"],
+        runs = map_bases(default_of, [j for j in jobs_of(a.split) if a.defaults == "all" or j["kind"] == "image"],
                          a, a.workers)
         for run in runs:
             next(r for r in results if (r["half"], r["label"]) == (run["half"], run["label"]))["default_now"] = run

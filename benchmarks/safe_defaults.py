@@ -48,8 +48,9 @@ import dgflow.flow
 import dgflow.solvers
 import dgflow.stopping
 from benchlib import BENCHMARKS, RESULTS, command_line, pyplot
-from benchlib.safe import (CACHE_DIR, CURVE_DISTANCES, HALVES, LONG_STEPS, NOISE_SIGMAS, SPLIT_FILE, STUDY_SETTINGS,
-                           int_keys, jobs_of, judge, long_curve, map_bases, noise_of, replay_datamatch, setup)
+from benchlib.safe import (CURVE_DISTANCES, HALVES, LONG_STEPS, NOISE_SIGMAS, REFINE_MODULES, SPLIT_FILE,
+                           STUDY_SETTINGS, cached, int_keys, jobs_of, judge, long_curve, map_bases, noise_of,
+                           replay_datamatch, setup, source_hash)
 from dgflow.stopping import DataMatch, LogitMatch, mean_logit
 
 ORACLE_ETAS = (0.1, 0.03, 0.01)
@@ -133,26 +134,6 @@ def defaults_stage(job: dict) -> dict:
     return out
 
 
-def _source_hash(*modules) -> str:
-    return hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in modules)).hexdigest()[:12]
-
-
-def cached(stage, job: dict, depends: dict) -> dict:
-    """``stage(job)``, cached under CACHE_DIR by the base, the study's settings and ``depends``."""
-    a = job["args"]
-    settings = {"job": {k: v for k, v in job.items() if k != "args"}, "seed": a.seed, "n": a.n, "emd_n": a.emd_n,
-                "max_steps": a.max_steps, "image_n": a.image_n, "image_max_steps": a.image_max_steps, **depends}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    cache = CACHE_DIR / f"{job['label'].replace(' ', '_')}_{stage.__name__}_{key}.json"
-    if not (cache.is_file() and not a.fresh):
-        t0 = time.perf_counter()
-        res = stage(job)
-        res["seconds"] = round(time.perf_counter() - t0, 1)
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(res))
-    return json.loads(cache.read_text())
-
-
 def run_base(job: dict) -> dict:
     """Every stage of one base, judged against its oracle and noise."""
     steps = {"refine": repr(dgflow.flow.refine_defaults(*STEP_DEFAULTS))}
@@ -160,13 +141,12 @@ def run_base(job: dict) -> dict:
     stage_code = hashlib.sha256(inspect.getsource(defaults_stage).encode()).hexdigest()[:12]
     defaults = cached(defaults_stage, job, {"refine": repr(dgflow.flow.refine_defaults(*STEP_DEFAULTS, "steps", "stop")),
                                             "budgets": [dgflow.flow.DEFAULT_STEPS, dgflow.flow.DATA_STEPS],
-                                            "code": _source_hash(dgflow.flow, dgflow.stopping, dgflow.distances,
-                                                                 dgflow.calibration, dgflow.engine, dgflow.solvers),
+                                            "code": source_hash(*REFINE_MODULES),
                                             "stage": stage_code})
     long = None
     if job["args"].long in ("all", job["half"]):
         long = cached(long_stage, job, {**steps, "long_steps": LONG_STEPS, "distances": CURVE_DISTANCES,
-                                        "code": _source_hash(dgflow.stopping, dgflow.distances)})
+                                        "code": source_hash(dgflow.stopping, dgflow.data_match, dgflow.distances)})
         long["checks"] = int_keys(long["checks"])
     out = {k: v for k, v in job.items() if k != "args"}
     out.update(fixed, long=long, seconds=fixed["seconds"] + (long or {}).get("seconds", 0) + defaults["seconds"])

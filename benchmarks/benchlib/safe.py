@@ -12,16 +12,27 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import yaml
 
 import dgflow
+import dgflow.calibration
+import dgflow.data_match
+import dgflow.distances
+import dgflow.engine
+import dgflow.flow
+import dgflow.gain
+import dgflow.solvers
+import dgflow.stopping
 import dgflow.zoo
 from dgflow.io import read_metadata
 from dgflow.passes import logits as critic_logits
@@ -36,7 +47,7 @@ CACHE_DIR = SCRATCH / "safe_defaults"
 #: after the test half's results had been seen, before any later rule was run on them), fresh
 #: (declared and trained before the real-data rule's step control was designed on the other three),
 #: fresh2 (declared before stop 20's work, with the step control's A/B it decides), fresh3 (declared
-#: at the end of stop 20, before the next rule is designed; not run yet)
+#: at the end of stop 20, before the veto was designed; run once in stop 21)
 HALVES = ("dev", "test", "holdout", "fresh", "fresh2", "fresh3")
 #: the study's defaults for :func:`setup` (``safe_defaults.py``'s options): the latent seed, 2D latents,
 #: 2D EMD points, 2D oracle scan, image latents, image oracle scan
@@ -56,6 +67,34 @@ def jobs_of(split: str | Sequence[str]) -> list[dict]:
             jobs.append({"half": half, "kind": "image", "dataset": "fmnist", "model": name,
                          "label": name.replace(".safetensors", "").replace("_", "-")})
     return jobs
+
+
+#: the library modules a ``refine(G, D, z, real=...)`` run depends on (part of its cache key)
+REFINE_MODULES = (dgflow.flow, dgflow.stopping, dgflow.data_match, dgflow.gain, dgflow.distances, dgflow.calibration,
+                  dgflow.engine, dgflow.solvers)
+
+
+def source_hash(*modules) -> str:
+    """A short hash of the modules' source files (for cache keys)."""
+    return hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in modules)).hexdigest()[:12]
+
+
+def cached(stage: Callable[[dict], dict], job: dict, depends: dict) -> dict:
+    """``stage(job)``, cached under CACHE_DIR by the base, the study's settings (:data:`STUDY_SETTINGS`'
+    keys, read from ``job["args"]``) and ``depends``; ``args.fresh`` recomputes. The result gains
+    ``seconds``, the stage's wall time when it ran."""
+    a = job["args"]
+    settings = {"job": {k: v for k, v in job.items() if k != "args"}, **{k: getattr(a, k) for k in STUDY_SETTINGS},
+                **depends}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    cache = CACHE_DIR / f"{job['label'].replace(' ', '_')}_{stage.__name__}_{key}.json"
+    if not (cache.is_file() and not a.fresh):
+        t0 = time.perf_counter()
+        res = stage(job)
+        res["seconds"] = round(time.perf_counter() - t0, 1)
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(res))
+    return json.loads(cache.read_text())
 
 
 def map_bases(fn: Callable[[dict], dict], jobs: list[dict], args, workers: int) -> list[dict]:
