@@ -102,8 +102,7 @@ class DataMatch:
             :attr:`best_step`). ``0``: the lowest check; ``1``: the latest state no farther from the
             data than the start, the distance as a veto on harm rather than the picker of the step.
             With ``adapt_step``, a check within the bound that is not the lowest keeps the step as it is.
-            Memory: the lowest state and each later one within the bound (a copy of the latents
-            each; an earlier candidate goes once a later one is at most as far).
+            Memory: the lowest state and the latest one within the bound (a copy of the latents each).
     """
 
     def __init__(self, real: torch.Tensor, generator: Optional[Model] = None, critic: Optional[Model] = None,
@@ -155,7 +154,7 @@ class DataMatch:
         self.step: Optional[int] = None  # the step returned: the latest check within the bound
         self.best_step: Optional[int] = None  # the lowest check
         self._best: Optional[torch.Tensor] = None
-        self._within: list[tuple[int, torch.Tensor]] = []  # candidates for `step`, distances rising
+        self._chosen: Optional[tuple[int, torch.Tensor]] = None  # (step, state) of the latest check within
         self._since_within = 0
         self._next = 0  # the step of the next check
         self.scale = 1.0  # the step size relative to the first step's
@@ -257,15 +256,14 @@ class DataMatch:
         improved = self.best_step is None or value < self.history[self.best_step]
         if improved:
             self.best_step, self._best = step, z.detach().clone()
-        bound = self.bound()
-        if value <= bound:  # a later state at most as far: an earlier one at least as far is never returned
-            self._within = [c for c in self._within if self.history[c[0]] < value]
-            self._within.append((step, self._best if improved else z.detach().clone()))
+        # the bound only tightens at a new lowest, which is itself within it: so the latest check within
+        # the bound when it was made stays within the final one, and no earlier check is needed
+        if value <= self.bound():
+            self._chosen = (step, self._best if improved else z.detach().clone())
             self._since_within = 0
         else:
             self._since_within += 1
-        self._within = [c for c in self._within if self.history[c[0]] <= bound]
-        self.step = self._within[-1][0]
+        self.step = self._chosen[0]
         return improved
 
     def _conclude(self, step: int, improved: bool) -> bool:
@@ -332,4 +330,4 @@ class DataMatch:
         self._started = False
         if step not in self.history:
             self._check(step, z)
-        return self._within[-1]
+        return self._chosen
