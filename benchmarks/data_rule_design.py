@@ -24,8 +24,8 @@ import dgflow.engine
 import dgflow.flow
 import dgflow.solvers
 from benchlib import RESULTS, command_line, pyplot
-from benchlib.safe import (REFINE_MODULES, STUDY_SETTINGS, cached, int_keys, jobs_of, judge, long_curve,
-                           map_bases, replay_datamatch, setup, source_hash, study_rows)
+from benchlib.safe import (STUDY_SETTINGS, cached, int_keys, jobs_of, judge, long_curve, map_bases,
+                           real_data_default_of, replay_datamatch, setup, study_rows)
 from dgflow.stopping import FEATURES_TOL, DataMatch
 
 SEEN = ("dev", "test", "holdout", "fresh", "fresh2")
@@ -74,25 +74,6 @@ def summary(judged: list[dict]) -> dict:
             "median_recovery": statistics.median(rec) if rec else None, "worst_recovery": min(rec) if rec else None,
             "mean_step": statistics.mean(x["step"] for x in judged),
             "truncated": sum(x["truncated"] for x in judged)}
-
-
-def default(job: dict) -> dict:
-    """``refine(G, D, z, real=...)`` with refine's defaults as they are now (the stage cached as
-    ``default``): the seen halves' A/B of a new real-data default against the recorded one."""
-    a = job["args"]
-    b = setup(job, a)
-    zz, info = dgflow.refine(b.g, b.d, b.z, real=b.real, batch_size=b.batch_size, generator_rng=a.seed + 4,
-                             return_info=True)
-    return {"step": info.stop_step, "steps_run": info.steps_run, "reason": info.stop_reason, **b.score(zz)}
-
-
-def default_of(job: dict) -> dict:
-    """The run of :func:`default`, cached by the library's code; its step (``None`` from RunInfo when
-    the rule kept the budget's last state) as the steps run then."""
-    res = cached(default, job, {"code": source_hash(*REFINE_MODULES)})
-    if res["step"] is None:
-        res["step"] = res["steps_run"]
-    return {"label": job["label"], "half": job["half"], **res}
 
 
 CRITERION = ("fewest bases worse beyond noise, then the highest mean recovery, then the highest worst "
@@ -155,9 +136,10 @@ def markdown(results: list[dict], grids: dict, a) -> str:
              "and oracle from the study's recorded runs (`benchmarks/results/safe_defaults.json`, "
              "`safe_defaults_fresh2.json`). Each rule (budget, patience, tol) is replayed on those curves "
              "(`benchlib.safe.replay_datamatch`): a check is *within* when its distance is at most lowest + tol × "
-             "(start − lowest); the rule ends after *patience* checks in a row that are not and returns the latest "
-             "check within the final bound. tol 0 is DataMatch's rule before (the lowest check); tol 1 returns the "
-             "latest state no farther from the data than the start: the distance as a veto on harm rather than "
+             "min(start − lowest, lowest) (`dgflow.data_match.within_bound`; stop 21's recorded run had no cap at "
+             "1 + tol times the lowest); the rule ends after *patience* checks in a row that are not and returns "
+             "the latest check within the final bound. tol 0 is DataMatch's rule before (the lowest check); tol 1 "
+             "returns the latest state no farther from the data than the start: the distance as a veto on harm rather than "
              "the picker of the step. Patience 99: the budget ends the run. *Not ended*: image rules still running "
              f"at step {a.image_steps}, where the curve ends (their step is then at most that). The fresh3 half is "
              "not in it.", "", f"Grid pick, declared before the grid was run: {CRITERION}.", ""]
@@ -240,7 +222,7 @@ def main(argv=None) -> int:
     results = map_bases(curve_of, jobs_of(a.split), a, a.workers)
     study = study_rows()
     if a.defaults != "none":
-        runs = map_bases(default_of, [j for j in jobs_of(a.split) if a.defaults == "all" or j["kind"] == "image"],
+        runs = map_bases(real_data_default_of, [j for j in jobs_of(a.split) if a.defaults == "all" or j["kind"] == "image"],
                          a, a.workers)
         for run in runs:
             next(r for r in results if (r["half"], r["label"]) == (run["half"], run["label"]))["default_now"] = run

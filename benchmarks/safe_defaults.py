@@ -49,15 +49,17 @@ import dgflow.solvers
 import dgflow.stopping
 from benchlib import BENCHMARKS, RESULTS, command_line, pyplot
 from benchlib.safe import (CURVE_DISTANCES, HALVES, LONG_STEPS, NOISE_SIGMAS, REFINE_MODULES, SPLIT_FILE,
-                           STUDY_SETTINGS, cached, int_keys, jobs_of, judge, long_curve, map_bases, noise_of,
-                           replay_datamatch, setup, source_hash)
+                           STUDY_SETTINGS, UncappedVeto, cached, int_keys, jobs_of, judge, long_curve, map_bases,
+                           noise_of, replay_datamatch, setup, source_hash)
 from dgflow.stopping import DataMatch, LogitMatch, mean_logit
 
 ORACLE_ETAS = (0.1, 0.03, 0.01)
 BUDGET = 25
-#: "real data, tol 0": the real-data default with DataMatch(tol=0), stop 20's default (fresh2 decided
+#: "real data, veto": stop 21's real-data default (benchlib.safe.UncappedVeto: the bound without stop
+#: 22's cap); "real data, tol 0": the real-data default with DataMatch(tol=0), stop 20's default (fresh2 decided
 #: its step control with a "real data, plain step" row; benchmarks/configs/safe_defaults_bases.yaml)
-RULES = ("old default", "default, no data", "default, real data", "real data, tol 0", "LogitMatch ½", "paper η=0.1")
+RULES = ("old default", "default, no data", "default, real data", "real data, veto", "real data, tol 0", "LogitMatch ½",
+         "paper η=0.1")
 STEP_DEFAULTS = ("eta", "clip", "auto_step", "gamma")  # what every stage's runs depend on
 
 
@@ -125,7 +127,9 @@ def defaults_stage(job: dict) -> dict:
     _, plain_s = timed(dgflow.refine, b.g, b.d, b.z, steps=BUDGET, stop=None, **common)  # the cost reference
     out = {"plain_seconds": plain_s}
     lowest = DataMatch(b.real, b.g, b.d, batch_size=b.batch_size, tol=0.0)  # as refine builds it, but tol
+    veto = UncappedVeto(b.real, b.g, b.d, batch_size=b.batch_size)  # as refine builds it, but the bound
     for rule, extra in (("default, no data", {}), ("default, real data", {"real": b.real}),
+                        ("real data, veto", {"stop": veto, "steps": dgflow.flow.DATA_STEPS}),
                         ("real data, tol 0", {"stop": lowest, "steps": dgflow.flow.DATA_STEPS})):
         (zz, info), secs = timed(dgflow.refine, b.g, b.d, b.z, **extra, **common)
         out[rule] = {"step": info.stop_step if info.stop_step is not None else info.steps_run,
@@ -138,7 +142,8 @@ def run_base(job: dict) -> dict:
     """Every stage of one base, judged against its oracle and noise."""
     steps = {"refine": repr(dgflow.flow.refine_defaults(*STEP_DEFAULTS))}
     fixed = cached(fixed_stage, job, steps)
-    stage_code = hashlib.sha256(inspect.getsource(defaults_stage).encode()).hexdigest()[:12]
+    stage_code = hashlib.sha256((inspect.getsource(defaults_stage) + inspect.getsource(UncappedVeto)).encode()
+                                ).hexdigest()[:12]
     defaults = cached(defaults_stage, job, {"refine": repr(dgflow.flow.refine_defaults(*STEP_DEFAULTS, "steps", "stop")),
                                             "budgets": [dgflow.flow.DEFAULT_STEPS, dgflow.flow.DATA_STEPS],
                                             "code": source_hash(*REFINE_MODULES),
@@ -290,7 +295,7 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
                          f"{r['long']['gain_calibrated']:.3g} | {'yes' if gainable else 'no'} |")
     lines += ["", "Why the defaults stopped where they did, per base:", ""]
     lines += [f"* {r['label']}: no data: {r['rules']['default, no data']['reason']}; real data: "
-              f"{r['rules']['default, real data']['reason']}; tol 0: "
+              f"{r['rules']['default, real data']['reason']}; veto: {r['rules']['real data, veto']['reason']}; tol 0: "
               f"{r['rules']['real data, tol 0']['reason']}" for r in results]
     return "\n".join(lines) + "\n"
 

@@ -13,7 +13,7 @@ from .distances import (DISTANCES, MMD_SCALES, _kernel_mean, _median_offdiag, au
 from .gain import calibrated_gain
 from .passes import generate, logits
 
-__all__ = ["FEATURES_TOL", "STEP_GROW", "STEP_SHRINK", "STEP_MAX", "DataMatch"]
+__all__ = ["FEATURES_TOL", "STEP_GROW", "STEP_SHRINK", "STEP_MAX", "DataMatch", "within_bound"]
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 
@@ -22,9 +22,17 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 #: flow goes back to the best state, times STEP_SHRINK); set a priori, docs/design.md §8.3
 STEP_GROW, STEP_SHRINK, STEP_MAX = 2.0, 0.25, 8.0
 #: DataMatch's ``tol="auto"`` when its distance is taken on features of the samples (images): the
-#: latest state no farther from the data than the start; on the samples themselves the lowest
-#: (tol 0). Chosen on the seen halves of the safe-defaults study, docs/design.md §8.3
+#: latest state no farther from the data than the start nor than twice the lowest; on the samples
+#: themselves the lowest (tol 0). Chosen on the seen halves of the safe-defaults study, docs/design.md §8.3
 FEATURES_TOL = 1.0
+
+
+def within_bound(first: float, lowest: float, tol: float) -> float:
+    """DataMatch's bound: the largest distance a check may have to count as *within*, ``lowest + tol *
+    min(first - lowest, lowest)`` (first: step 0's distance; the lowest so far). ``tol=0``: the lowest;
+    ``tol=1``: the first distance or twice the lowest, whichever is smaller. It never grows as the
+    lowest falls, and a lowest at or below 0 (the unbiased estimate can dip below) leaves no slack."""
+    return lowest + tol * min(first - lowest, max(lowest, 0.0)) if tol else lowest
 
 
 def _resolve_features(features: object, real: torch.Tensor) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
@@ -58,7 +66,7 @@ class DataMatch:
     ``patience`` checks in a row have not improved on the best, and :func:`dgflow.refine` returns
     the state of the best check (:meth:`finish`; its step is :attr:`step`, every check's value
     :attr:`history`); with ``tol`` > 0 a check counts as long as its distance stays within a bound
-    between the lowest and the first check's, and the latest such state is returned (``tol`` below;
+    above the lowest (:meth:`bound`), and the latest such state is returned (``tol`` below;
     by default 1 on features, 0 on the samples themselves). The distance is taken on ``features``
     of the samples: by default (``"auto"``) images (N, C, H, W) are mapped by a fixed untrained CNN
     (:class:`dgflow.distances.RandomConvFeatures`) and anything else (2D points, one-hot text) is
@@ -96,11 +104,14 @@ class DataMatch:
         adapt_step: steer the flow's step size by the checks (above); ``False``: a plain stop rule.
         tol: how far past its lowest the distance may be for a check to count, in [0, 1] or ``"auto"``
             (:data:`FEATURES_TOL` with a feature map, 0 on the samples themselves): a check is
-            *within* when its distance is at most ``lowest + tol * (first - lowest)`` (:meth:`bound`;
-            first: step 0's). The flow ends after ``patience`` checks in a row that are not, and the
-            latest check within the final bound is returned (:attr:`step`; the lowest:
-            :attr:`best_step`). ``0``: the lowest check; ``1``: the latest state no farther from the
-            data than the start, the distance as a veto on harm rather than the picker of the step.
+            *within* when its distance is at most ``lowest + tol * min(first - lowest, lowest)``
+            (:meth:`bound`; first: step 0's): it may rise back by ``tol`` times what the flow gained,
+            but never past ``1 + tol`` times the lowest, so a flow that came far closer to the data
+            than it started may not drift back most of the way. The flow ends after ``patience``
+            checks in a row that are not, and the latest check within the final bound is returned
+            (:attr:`step`; the lowest: :attr:`best_step`). ``0``: the lowest check; ``1``: the latest
+            state no farther from the data than the start nor than twice the lowest, the distance as
+            a veto on harm rather than the picker of the step.
             With ``adapt_step``, a check within the bound that is not the lowest keeps the step as it is.
             Memory: the lowest state and the latest one within the bound (a copy of the latents each).
     """
@@ -195,7 +206,8 @@ class DataMatch:
                f"(step {first}: {self.history[first]:.3g}; {len(self.history)} checks to step {last}{steered})")
         if self.step != best:
             out += (f"; returned step {self.step} ({self.history[self.step]:.3g}), the latest check within "
-                    f"tol = {self.tol:g} of the way from the lowest back to step {first}'s")
+                    f"the bound {self.bound():.3g} (tol = {self.tol:g}: lowest + tol * min(step {first}'s - "
+                    "lowest, lowest))")
         return out
 
     @property
@@ -243,10 +255,9 @@ class DataMatch:
         return self._record(step, self.score(z), z)
 
     def bound(self) -> float:
-        """The distance a check may have to count as *within*: ``lowest + tol * (first - lowest)``
-        (``tol=0``: the lowest, so only improvements count; ``tol=1``: the first check's)."""
-        lowest, first = self.history[self.best_step], self.history[min(self.history)]
-        return lowest + self.tol * (first - lowest) if self.tol else lowest
+        """The distance a check may have to count as *within* now (:func:`within_bound` of the first
+        check's distance, the lowest and ``tol``; ``tol=0``: the lowest, so only improvements count)."""
+        return within_bound(self.history[min(self.history)], self.history[self.best_step], self.tol)
 
     def _record(self, step: int, value: float, z: Optional[torch.Tensor]) -> bool:
         """Record the check of ``step`` at distance ``value``; whether it is the lowest so far (then

@@ -115,7 +115,8 @@ def refine(
         stop: when to end the flow before ``steps`` (which is then a budget). ``"auto"`` (the
             default): with ``real`` data :class:`dgflow.stopping.DataMatch` (the energy distance of the
             decoded samples to ``real``, images through a fixed untrained CNN, every 5 steps; the
-            lowest state is returned, on images the latest no farther from the data than the start;
+            lowest state is returned, on images the latest no farther from the data than the start nor
+            than twice the lowest;
             the checks also steer the step: it doubles after a check that improved, up to 8 times
             the first, and after one beyond that bound the flow goes back to the best state at a
             quarter of the step), without

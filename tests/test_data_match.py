@@ -1,6 +1,7 @@
 """DataMatch (refine's default stop rule with real data): the returned state, tol, the step control
 and the samples it takes from the loop."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,9 +46,11 @@ def test_data_match_returns_the_best_checked_state_of_an_overshooting_flow():
 
 def test_data_match_with_a_tolerance_returns_the_latest_state_within_it():
     # the overshooting flow: the distance falls to its lowest near the data, then rises past its
-    # start; tol t returns the latest check at most lowest + t * (start - lowest), and ends after
-    # `patience` checks beyond that bound
+    # start; tol t returns the latest check at most lowest + t * min(start - lowest, lowest), and
+    # ends after `patience` checks beyond that bound. The data sits off the flow's line (shifted by 1
+    # across it), so the lowest stays well above 0 and the cap binds at tol 1 and ½
     m, z, real = shifted_gaussians()
+    real = real + torch.tensor([0.0, 1.0])
     critic = lambda x: x @ m - m.dot(m) / 2  # noqa: E731
     kw = dict(steps=150, eta=0.02, clip=None, gamma=0.0)
     _, traj = dgflow.refine(None, critic, z, stop=None, return_trajectory=5, **kw)
@@ -56,7 +59,7 @@ def test_data_match_with_a_tolerance_returns_the_latest_state_within_it():
         rule = DataMatch(real, adapt_step=False, tol=tol)
         out, info = dgflow.refine(None, critic, z, stop=rule, return_info=True, **kw)
         h, low = rule.history, min(rule.history.values())
-        bound = low + tol * (h[0] - low)
+        bound = defined_bound(h[0], low, tol)
         assert rule.bound() == pytest.approx(bound) and h[rule.best_step] == low
         assert rule.step == info.stop_step == max(s for s in h if h[s] <= bound)
         assert torch.equal(out, traj[rule.step // 5])
@@ -64,6 +67,7 @@ def test_data_match_with_a_tolerance_returns_the_latest_state_within_it():
         assert len(beyond) == rule.patience and all(h[s] > bound for s in beyond)
         assert info.stop_rule["tol"] == tol and info.stop_rule["best_step"] == rule.best_step
         steps[tol] = rule.step
+        assert tol == 0 or bound < low + tol * (h[0] - low)  # the cap binds
     assert steps[0.0] == rule.best_step < steps[0.5] < steps[1.0]  # the same lowest check, later states
     assert "returned step" in info.stop_reason and "tol = 1" in info.stop_reason
     for bad in (-0.1, 1.5):
@@ -75,29 +79,83 @@ def test_data_match_with_a_tolerance_returns_the_latest_state_within_it():
     assert DataMatch(images, features=None).tol == 0.0 and DataMatch(real, features=lambda x: x).tol == FEATURES_TOL
 
 
+def defined_bound(first: float, lowest: float, tol: float) -> float:
+    """DataMatch's bound by its definition: a rise of tol times the gain, capped at tol times the lowest."""
+    return lowest + tol * min(first - lowest, max(lowest, 0.0))
+
+
+def scripted(values, tol: float, patience: int = 2):
+    """A plain DataMatch fed ``values`` as its checks' distances (every 5 steps); the step it ended at
+    (None: it never did) and the rule."""
+    rule = DataMatch(torch.randn(8, 2), adapt_step=False, tol=tol, patience=patience)
+    script = iter(values)
+    rule.distance_to = lambda x: next(script)  # noqa: E731  (the distance of each check, in order)
+    z, logits = torch.zeros(4, 2), torch.zeros(4)
+    for i in range(len(values)):
+        if rule(5 * i, z + i, logits):
+            return 5 * i, rule
+    return None, rule
+
+
+def test_data_match_caps_the_bound_at_a_multiple_of_the_lowest():
+    # a flow that came ten times closer to the data than it started (a VAE's) and then drifts back:
+    # uncapped, tol 1 would keep every state short of the start; the cap (twice the lowest) returns
+    # the last one near the lowest and ends the flow after `patience` checks beyond it
+    ended, rule = scripted([1.0, 0.5, 0.2, 0.1, 0.15, 0.25, 0.5, 0.9], tol=1.0)
+    assert rule.bound() == pytest.approx(0.2) and rule.best_step == 15
+    assert rule.step == 20 and ended == 30
+    assert "the bound 0.2 (tol = 1" in rule.reason
+    # far from the cap (lowest above half the start) the bound is the start's distance
+    ended, rule = scripted([1.0, 0.7, 0.6, 0.9, 0.95, 1.05, 1.1], tol=1.0)
+    assert rule.bound() == pytest.approx(1.0) and rule.step == 20 and ended == 30
+    # a lowest at or below 0 (the unbiased distance can dip below) leaves no slack
+    ended, rule = scripted([1.0, -0.01, 0.0, 0.001, 0.002], tol=1.0)
+    assert rule.bound() == pytest.approx(-0.01) and rule.step == 5 and ended == 15
+
+
+def test_the_study_replays_data_match_as_the_library_runs_it():
+    # benchlib.safe.replay_datamatch (the safe-defaults study's replay of DataMatch on recorded
+    # curves) must return the step the rule itself returns, cap and patience included
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from benchlib.safe import UncappedVeto, replay_datamatch
+    finally:
+        sys.path.pop(0)
+    curves = ([1.0, 0.5, 0.2, 0.1, 0.15, 0.25, 0.5, 0.9], [1.0, 0.6, 0.7, 0.8, 0.4, 0.55, 0.5, 0.9, 0.95, 0.97],
+              [1.0, 0.7, 0.6, 0.9, 0.95, 1.05, 1.1], [1.0, 1.2, 1.3, 0.9])
+    for values in curves:
+        for tol in (0.0, 0.5, 1.0):
+            for patience in (1, 2, 3):
+                ended, rule = scripted(values, tol, patience)
+                checks = {5 * i: {"energy": v} for i, v in enumerate(values)}
+                step, stopped = replay_datamatch(checks, 5 * len(values), patience, tol=tol, ended=True)
+                assert (step, stopped) == (rule.step, ended is not None), (values, tol, patience)
+    # the study's stop-21 comparison rule: the same without the cap, so it keeps the drift back
+    veto = UncappedVeto(torch.randn(8, 2), adapt_step=False, tol=1.0)
+    script = iter([1.0, 0.5, 0.2, 0.1, 0.15, 0.25, 0.5, 0.9, 1.1, 1.2])
+    veto.distance_to = lambda x: next(script)  # noqa: E731
+    ended = next(5 * i for i in range(10) if veto(5 * i, torch.zeros(4, 2) + i, torch.zeros(4)))
+    assert veto.bound() == pytest.approx(1.0) and veto.step == 35 and ended == 45
+
+
 @pytest.mark.parametrize("tol", [0.0, 0.3, 0.5, 1.0])
 def test_data_match_tolerance_on_scripted_distances_matches_its_definition(tol):
     # distances that fall, rise, fall to a new lowest (tightening the bound) and rise again: the rule
     # must return the latest check within the final bound, and stop after `patience` checks beyond
     # the bound in force at each check
     values = [1.0, 0.6, 0.7, 0.8, 0.4, 0.55, 0.5, 0.9, 0.95, 0.97, 0.99]
-    rule = DataMatch(torch.randn(8, 2), adapt_step=False, tol=tol)
-    script = iter(values)
-    rule.distance_to = lambda x: next(script)  # noqa: E731  (the distance of each check, in order)
-    z, logits = torch.zeros(4, 2), torch.zeros(4)
-    ended = None  # the step the rule ended the flow at (None: the budget, the last check, ended it)
-    for i in range(len(values)):
-        if rule(5 * i, z + i, logits):
-            ended = 5 * i
-            break
+    ended, rule = scripted(values, tol)  # ended None: the budget, the last check, ended it
+    z = torch.zeros(4, 2)
     seen = values[: len(rule.history)]
     lowest, since, end = seen[0], 0, None
     for i, v in enumerate(seen):  # the definition, check by check
         lowest = min(lowest, v)
-        since = 0 if v <= lowest + tol * (values[0] - lowest) else since + 1
+        since = 0 if v <= defined_bound(values[0], lowest, tol) else since + 1
         if since >= rule.patience and end is None:
             end = 5 * i
-    bound = lowest + tol * (values[0] - lowest)
+    bound = defined_bound(values[0], lowest, tol)
     want = max(5 * i for i, v in enumerate(seen) if v <= bound)
     assert ended == end and rule.step == want and rule.best_step == 5 * seen.index(lowest)
     last = 5 * (len(rule.history) - 1)

@@ -36,6 +36,7 @@ import dgflow.stopping
 import dgflow.zoo
 from dgflow.io import read_metadata
 from dgflow.passes import logits as critic_logits
+from dgflow.data_match import within_bound
 from dgflow.stopping import DataMatch, calibrated_gain, estimated_gain
 
 from . import BASES_DIR, BENCHMARKS, RESULTS, SCRATCH
@@ -47,8 +48,9 @@ CACHE_DIR = SCRATCH / "safe_defaults"
 #: after the test half's results had been seen, before any later rule was run on them), fresh
 #: (declared and trained before the real-data rule's step control was designed on the other three),
 #: fresh2 (declared before stop 20's work, with the step control's A/B it decides), fresh3 (declared
-#: at the end of stop 20, before the veto was designed; run once in stop 21)
-HALVES = ("dev", "test", "holdout", "fresh", "fresh2", "fresh3")
+#: at the end of stop 20, before the veto was designed; run once in stop 21), fresh4 (declared at the
+#: start of stop 22, before the veto's cap was run anywhere)
+HALVES = ("dev", "test", "holdout", "fresh", "fresh2", "fresh3", "fresh4")
 #: the study's defaults for :func:`setup` (``safe_defaults.py``'s options): the latent seed, 2D latents,
 #: 2D EMD points, 2D oracle scan, image latents, image oracle scan
 STUDY_SETTINGS = {"seed": 0, "n": 5000, "emd_n": 1000, "max_steps": 100, "image_n": 2000, "image_max_steps": 40}
@@ -186,6 +188,34 @@ def setup(job: dict, a) -> Base:
     return Base(g, d, scorer, prior(n, a.seed), prior, max_steps, bs)
 
 
+class UncappedVeto(DataMatch):
+    """Stop 21's real-data default for the study's comparison rows: DataMatch whose bound is
+    ``lowest + tol * (first - lowest)`` (no cap at ``1 + tol`` times the lowest, stop 22)."""
+
+    def bound(self) -> float:
+        lowest, first = self.history[self.best_step], self.history[min(self.history)]
+        return lowest + self.tol * (first - lowest) if self.tol else lowest
+
+
+def real_data_default(job: dict) -> dict:
+    """``refine(G, D, z, real=...)`` with refine's defaults as they are at this commit, from the study's
+    latents (the stage cached by :func:`real_data_default_of`)."""
+    a = job["args"]
+    b = setup(job, a)
+    zz, info = dgflow.refine(b.g, b.d, b.z, real=b.real, batch_size=b.batch_size, generator_rng=a.seed + 4,
+                             return_info=True)
+    return {"step": info.stop_step, "steps_run": info.steps_run, "reason": info.stop_reason, **b.score(zz)}
+
+
+def real_data_default_of(job: dict) -> dict:
+    """The run of :func:`real_data_default`, cached by the library's code; its step (``None`` from
+    RunInfo when the rule kept the budget's last state) as the steps run then."""
+    res = cached(real_data_default, job, {"code": source_hash(*REFINE_MODULES)})
+    if res["step"] is None:
+        res["step"] = res["steps_run"]
+    return {"label": job["label"], "half": job["half"], **res}
+
+
 def noise_of(b: Base, seed: int, base_score: float) -> float:
     """The metric's noise: the standard deviation of the base's score over 3 latent seeds."""
     return statistics.stdev([base_score] + [b.score(b.prior(len(b.z), seed + 100 + i))["score"] for i in range(2)])
@@ -221,10 +251,11 @@ def replay_datamatch(checks: dict, budget: int, patience: int, distance: str = "
                      ended: bool = False) -> int | tuple[int, bool]:
     """The step DataMatch (checks every 5 steps, no step control) returns on a recorded curve with
     this budget, patience, distance and tolerance ``tol``: a check is *within* when its distance is
-    at most ``best + tol * (start - best)`` (best: the lowest so far; start: step 0's); the flow ends
-    after ``patience`` checks in a row that are not, and the latest check within the final bound is
-    returned. ``tol=0``: the lowest check (DataMatch's rule); ``tol=1``: the latest check no farther
-    from the data than the start (the distance as a veto on harm). ``ended``: also return whether the
+    at most DataMatch's bound (:func:`dgflow.data_match.within_bound` of step 0's distance, the lowest
+    so far and ``tol``); the flow ends after ``patience`` checks in a row that are not, and the latest
+    check within the final bound is returned. ``tol=0``: the lowest check; ``tol=1``: the latest check
+    no farther from the data than the start nor than twice the lowest (the distance as a veto on
+    harm; before stop 22 without the second cap). ``ended``: also return whether the
     rule ended by itself (patience) within the curve, not because the curve or budget ran out."""
     steps = [s for s in sorted(checks) if s <= budget]
     d = {s: checks[s][distance] for s in steps}
@@ -233,14 +264,14 @@ def replay_datamatch(checks: dict, budget: int, patience: int, distance: str = "
         seen.append(step)
         if d[step] < d[best]:
             best = step
-        if d[step] <= d[best] + tol * (d[steps[0]] - d[best]):
+        if d[step] <= within_bound(d[steps[0]], d[best], tol):
             since = 0
         else:
             since += 1
         if since >= patience:
             stopped = True
             break
-    bound = d[best] + tol * (d[steps[0]] - d[best])
+    bound = within_bound(d[steps[0]], d[best], tol)
     step = max(s for s in seen if d[s] <= bound)
     return (step, stopped) if ended else step
 
