@@ -78,7 +78,9 @@ def test_closure_models_run_frozen_and_come_back_intact(kind):
     assert torch.allclose(out_a, ref, atol=1e-6)
     assert g.training and d.training and all(p.requires_grad and p.grad is None for p in g.parameters())
     x = dgflow.generate(fn, z, batch_size=5)
-    assert torch.equal(x, dgflow.generate(g, z)) and same_state(state_of(g), before[:len(state_of(g))])
+    # chunks of 5 against one batch: equal up to the BLAS's batch-size-dependent rounding (train-mode
+    # batch norm would differ by the batch statistics, far more)
+    assert torch.allclose(x, dgflow.generate(g, z), atol=1e-6) and same_state(state_of(g), before[:len(state_of(g))])
 
 
 def test_as_generator_of_a_closure_reaches_its_modules():
