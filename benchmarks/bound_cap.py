@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 from pathlib import Path
 
-from benchlib import RESULTS, command_line, pyplot
-from benchlib.safe import STUDY_SETTINGS, jobs_of, judge, map_bases, real_data_default_of
+from benchlib import RESULTS, command_line, pyplot, write_results
+from benchlib.safe import (STUDY_SETTINGS, jobs_of, judge, map_bases, pct, real_data_default_of,
+                            recovery_summary)
 
 SEEN = ("dev", "test", "holdout", "fresh", "fresh2")
 #: declared with fresh4 (safe_defaults_bases.yaml): the seen image bases whose recorded lowest is
@@ -39,14 +39,6 @@ def lowest_and_first(reason: str) -> tuple[float, float]:
     if m is None:
         raise ValueError(f"no distances in the stop reason {reason!r}")
     return float(m.group(1)), float(m.group(2))
-
-
-def summary(judged: list[dict]) -> dict:
-    rec = [x["recovery"] for x in judged if x["recovery"] is not None]
-    return {"bases": len(judged), "worse_beyond_noise": sum(x["worse"] for x in judged), "gainable": len(rec),
-            "mean_recovery": statistics.mean(rec) if rec else None,
-            "median_recovery": statistics.median(rec) if rec else None,
-            "worst_recovery": min(rec) if rec else None}
 
 
 def rows_of(record: list[dict], reruns: dict) -> list[dict]:
@@ -69,10 +61,6 @@ def rows_of(record: list[dict], reruns: dict) -> list[dict]:
     return rows
 
 
-def _pct(v) -> str:
-    return "–" if v is None else f"{100 * v:.0f}%"
-
-
 def markdown(rows: list[dict], summaries: dict, decision: str, command: str) -> str:
     lines = ["# The veto's cap: A/B on the seen image bases", "",
              f"`{command}` (2-core CPU, one thread per process). `refine(G, D, z, real=x)` on the 25 seen image "
@@ -86,14 +74,14 @@ def markdown(rows: list[dict], summaries: dict, decision: str, command: str) -> 
              "|---|---|---|---|---|---|---|"]
     for k, v in summaries.items():
         lines.append(f"| {k} | {v['bases']} | {v['worse_beyond_noise']} | {v['gainable']} | "
-                     f"{_pct(v['mean_recovery'])} | {_pct(v['median_recovery'])} | {_pct(v['worst_recovery'])} |")
+                     f"{pct(v['mean_recovery'])} | {pct(v['median_recovery'])} | {pct(v['worst_recovery'])} |")
     lines += ["", f"**Decision** (declared in `benchmarks/configs/safe_defaults_bases.yaml`): {decision}", "",
               "## Per base", "", "FID @ step (recovery; ✗ worse beyond noise).", "",
               "| half | base | FID ± σ | oracle | lowest / first (veto) | rerun | " + " | ".join(RULES) + " |",
               "|---|---|---|---|---|---|" + "---|" * len(RULES)]
     for r in rows:
         def cell(x):
-            return f"{x['score']:.1f} @{x['step']}" + ("" if x["recovery"] is None else f" ({_pct(x['recovery'])})") \
+            return f"{x['score']:.1f} @{x['step']}" + ("" if x["recovery"] is None else f" ({pct(x['recovery'])})") \
                 + (" ✗" if x["worse"] else "")
         lines.append(f"| {r['half']} | {r['label']} | {r['base']:.1f} ± {r['noise']:.1f} | "
                      f"{r['oracle']['score']:.1f} @{r['oracle']['step']} | {r['lowest_over_first']:.2f} | "
@@ -140,18 +128,14 @@ def main(argv=None) -> int:
         raise SystemExit(f"--labels: not seen image bases: {sorted(set(a.labels) - {j['label'] for j in jobs})}")
     reruns = {run["label"]: run for run in map_bases(real_data_default_of, jobs, a, a.workers)}
     rows = rows_of(record, reruns)
-    summaries = {k: summary([r["rules"][k] for r in rows]) for k in RULES}
+    summaries = {k: recovery_summary([r["rules"][k] for r in rows]) for k in RULES}
     new, old = summaries["capped veto (now)"], summaries["veto (stop 21)"]
     keep = new["worse_beyond_noise"] <= old["worse_beyond_noise"] and new["mean_recovery"] >= old["mean_recovery"]
-    decision = (f"the capped veto recovers {_pct(new['mean_recovery'])} with {new['worse_beyond_noise']} worse, the "
-                f"uncapped {_pct(old['mean_recovery'])} with {old['worse_beyond_noise']}: the cap "
+    decision = (f"the capped veto recovers {pct(new['mean_recovery'])} with {new['worse_beyond_noise']} worse, the "
+                f"uncapped {pct(old['mean_recovery'])} with {old['worse_beyond_noise']}: the cap "
                 + ("**stays** the default." if keep else "**does not** become the default."))
-    out = Path(a.out)
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "decision": decision, "adopted": keep,
-                                                    "summaries": summaries, "bases": rows}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(rows, summaries, decision, command))
-    plot(rows, out.with_suffix(".png"))
-    print(out.with_suffix(".md").read_text())
+    write_results(a.out, {"command": command, "decision": decision, "adopted": keep, "summaries": summaries,
+                          "bases": rows}, markdown(rows, summaries, decision, command), lambda path: plot(rows, path))
     return 0
 
 

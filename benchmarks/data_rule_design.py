@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import inspect
 import itertools
-import json
 import statistics
 from pathlib import Path
 
@@ -23,9 +22,9 @@ import dgflow.distances
 import dgflow.engine
 import dgflow.flow
 import dgflow.solvers
-from benchlib import RESULTS, command_line, pyplot
-from benchlib.safe import (STUDY_SETTINGS, cached, int_keys, jobs_of, judge, long_curve, map_bases,
-                           real_data_default_of, replay_datamatch, setup, study_rows)
+from benchlib import RESULTS, command_line, pyplot, write_results
+from benchlib.safe import (STUDY_SETTINGS, cached, int_keys, jobs_of, judge, long_curve, map_bases, pct,
+                           real_data_default_of, recovery_summary, replay_datamatch, setup, study_rows)
 from dgflow.stopping import FEATURES_TOL, DataMatch
 
 SEEN = ("dev", "test", "holdout", "fresh", "fresh2")
@@ -68,11 +67,7 @@ def replay(r: dict, budget: int, patience: int, tol: float) -> dict:
 
 
 def summary(judged: list[dict]) -> dict:
-    rec = [x["recovery"] for x in judged if x["recovery"] is not None]
-    return {"bases": len(judged), "worse_beyond_noise": sum(x["worse"] for x in judged), "gainable": len(rec),
-            "mean_recovery": statistics.mean(rec) if rec else None,
-            "median_recovery": statistics.median(rec) if rec else None, "worst_recovery": min(rec) if rec else None,
-            "mean_step": statistics.mean(x["step"] for x in judged),
+    return {**recovery_summary(judged), "mean_step": statistics.mean(x["step"] for x in judged),
             "truncated": sum(x["truncated"] for x in judged)}
 
 
@@ -114,13 +109,9 @@ def rules_of(r: dict) -> dict:
     return out
 
 
-def _pct(v) -> str:
-    return "–" if v is None else f"{100 * v:.0f}%"
-
-
 def _row(name: str, v: dict) -> str:
-    return (f"| {name} | {v['bases']} | {v['worse_beyond_noise']} | {v['gainable']} | {_pct(v['mean_recovery'])} | "
-            f"{_pct(v['median_recovery'])} | {_pct(v['worst_recovery'])} | {v['mean_step']:.1f} | {v['truncated']} |")
+    return (f"| {name} | {v['bases']} | {v['worse_beyond_noise']} | {v['gainable']} | {pct(v['mean_recovery'])} | "
+            f"{pct(v['median_recovery'])} | {pct(v['worst_recovery'])} | {v['mean_step']:.1f} | {v['truncated']} |")
 
 
 HEAD = ("| {} | bases | worse beyond noise | gainable | mean recovery | median | worst | mean step returned | "
@@ -175,7 +166,7 @@ def markdown(results: list[dict], grids: dict, a) -> str:
     for r in results:
         def cell(x):
             score = x["score"] if "score" in x else r["curve"]["checks"][x["step"]]["score"]
-            rec = "" if x["recovery"] is None else f" ({_pct(x['recovery'])})"
+            rec = "" if x["recovery"] is None else f" ({pct(x['recovery'])})"
             return f"{score:.3f} @{x['step']}{rec}{' ✗' if x['worse'] else ''}"
         lines.append(f"| {r['half']} | {r['label']} | {r['base']['score']:.3f} ± {r['noise']:.3f} | "
                      f"{r['oracle']['score']:.3f} @{r['oracle']['step']} | "
@@ -232,13 +223,9 @@ def main(argv=None) -> int:
     tests = {"all": lambda r: True, "image": lambda r: r["kind"] == "image", "2d": lambda r: r["kind"] == "2d"}
     grids = {kind: {f"{b} | {p} | {t:g}": summary([replay(r, b, p, t) for r in results if test(r)])
                     for b, p, t in GRID} for kind, test in tests.items()}
-    out = Path(a.out)
-    out.with_suffix(".json").write_text(json.dumps({"command": a.command, "criterion": CRITERION, "grids": grids,
-                                                    "picks": {k: choose(g) for k, g in grids.items()},
-                                                    "bases": results}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(results, grids, a))
-    plot(grids, out.with_suffix(".png"))
-    print(out.with_suffix(".md").read_text())
+    write_results(a.out, {"command": a.command, "criterion": CRITERION, "grids": grids,
+                          "picks": {k: choose(g) for k, g in grids.items()}, "bases": results},
+                  markdown(results, grids, a), lambda path: plot(grids, path))
     return 0
 
 

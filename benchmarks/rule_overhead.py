@@ -17,7 +17,6 @@ Writes benchmarks/results/rule_overhead.json / .md / .png.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import dgflow
-from benchlib import RESULTS, command_line, pyplot
+from benchlib import RESULTS, command_line, pyplot, write_results
 from benchlib.safe import HALVES, STUDY_SETTINGS, jobs_of, map_bases, setup
 
 TARGET = 0.10  # the bound on the rule's overhead
@@ -105,12 +104,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = map_bases(measure, jobs, study, a.workers)
     wall = time.perf_counter() - t0
-    summary, command, out = summarise(rows), command_line(__file__, argv), Path(a.out)
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "target": TARGET, "wall_seconds": wall,
-                                                    "summary": summary, "bases": rows}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(rows, summary, command, wall))
-    plot(rows, out.with_suffix(".png"))
-    print(out.with_suffix(".md").read_text())
+    summary, command = summarise(rows), command_line(__file__, argv)
+    write_results(a.out, {"command": command, "target": TARGET, "wall_seconds": wall, "summary": summary,
+                          "bases": rows}, markdown(rows, summary, command, wall), lambda path: plot(rows, path))
     return 0
 
 

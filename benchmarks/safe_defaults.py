@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import inspect
-import json
 import statistics
 import time
 from pathlib import Path
@@ -47,10 +46,10 @@ import dgflow.engine
 import dgflow.flow
 import dgflow.solvers
 import dgflow.stopping
-from benchlib import BENCHMARKS, RESULTS, command_line, pyplot
+from benchlib import BENCHMARKS, RESULTS, command_line, pyplot, write_results
 from benchlib.safe import (CURVE_DISTANCES, HALVES, LONG_STEPS, NOISE_SIGMAS, REFINE_MODULES, SPLIT_FILE,
                            STUDY_SETTINGS, UncappedVeto, cached, int_keys, jobs_of, judge, long_curve, map_bases,
-                           noise_of, replay_datamatch, setup, source_hash)
+                           noise_of, pct, replay_datamatch, setup, source_hash)
 from dgflow.stopping import DataMatch, LogitMatch, mean_logit
 
 ORACLE_ETAS = (0.1, 0.03, 0.01)
@@ -221,10 +220,6 @@ def summarise(results: list[dict]) -> dict:
     return out
 
 
-def _pct(v) -> str:
-    return "–" if v is None else f"{100 * v:.0f}%"
-
-
 def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
     lines = ["# Safe defaults: refine's rules on bases they were not designed on", "",
              f"`{a.command}` ({sum(r['seconds'] for r in results) / 60:.0f} CPU-process minutes over the bases, "
@@ -251,7 +246,7 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
         over = {k: "–" if row.get(f"max_rule_overhead_{k}") is None else f"+{100 * row[f'max_rule_overhead_{k}']:.1f}%"
                 for k in ("image", "2d")}
         lines.append(f"| {half} | {rule} | {row['bases']} | {row['worse_beyond_noise']} | {row['gainable_bases']} | "
-                     f"{_pct(row['mean_recovery'])} | {_pct(row['median_recovery'])} | {_pct(row['worst_recovery'])} | "
+                     f"{pct(row['mean_recovery'])} | {pct(row['median_recovery'])} | {pct(row['worst_recovery'])} | "
                      f"{100 * row['mean_rel_change']:+.1f}% | {row['mean_steps_run']:.1f} | {cost} | {per_step} | "
                      f"{over['image']} | {over['2d']} |")
     lines += ["", "## Per base", "", "Each cell: test metric @ step (recovery; ✗ = worse beyond noise). 2D adds HQ % "
@@ -261,7 +256,7 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
         def cell(x):
             extra = f", HQ {100 * x['hq']:.0f}%, {x['modes']} modes" if x.get("hq") is not None and x.get("modes") \
                 else (f", HQ {100 * x['hq']:.0f}%" if x.get("hq") is not None else "")
-            rec = "" if x.get("recovery") is None else f" ({_pct(x['recovery'])})"
+            rec = "" if x.get("recovery") is None else f" ({pct(x['recovery'])})"
             return f"{x['score']:.3f} @{x['step']}{rec}{' ✗' if x.get('worse') else ''}{extra}"
         o = r["oracle"]
         lines.append(f"| {r['half']} | {r['label']} | {cell({**r['base'], 'step': 0})} ± {r['noise']:.3f} | "
@@ -284,8 +279,8 @@ def markdown(results: list[dict], summary: dict, a, wall: float) -> str:
         for key, row in replay.items():
             half, distance, budget, patience = key.split(" | ")
             lines.append(f"| {half} | {distance} | {budget} | {patience} | {row['bases']} | "
-                         f"{row['worse_beyond_noise']} | {_pct(row['mean_recovery'])} | "
-                         f"{_pct(row['median_recovery'])} | {_pct(row['worst_recovery'])} | {row['mean_step']:.1f} |")
+                         f"{row['worse_beyond_noise']} | {pct(row['mean_recovery'])} | "
+                         f"{pct(row['median_recovery'])} | {pct(row['worst_recovery'])} | {row['mean_step']:.1f} |")
         lines += ["", "Platt-calibrated estimated gain at step 0 (nats; raw: the critic's own logits), per base with a "
                   "long curve:", "", "| half | base | raw gain | calibrated gain | oracle gain over noise |",
                   "|---|---|---|---|---|"]
@@ -350,17 +345,11 @@ def main(argv=None) -> int:
     results = map_bases(run_base, jobs, a, a.workers)
     wall = time.perf_counter() - t0
     summary = summarise(results)
-    out = Path(a.out)
-    out.with_suffix(".json").write_text(json.dumps({"command": a.command, "split_file": str(SPLIT_FILE.name),
-                                                    "noise_sigmas": NOISE_SIGMAS, "oracle_etas": ORACLE_ETAS,
-                                                    "budget": BUDGET, "wall_seconds": round(wall, 1),
-                                                    "budgets": {"no data": dgflow.flow.DEFAULT_STEPS,
-                                                                "real data": dgflow.flow.DATA_STEPS},
-                                                    "summary": summary, "replay": replay_table(results),
-                                                    "bases": results}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(results, summary, a, wall))
-    plot(results, out.with_suffix(".png"))
-    print(out.with_suffix(".md").read_text())
+    write_results(a.out, {"command": a.command, "split_file": str(SPLIT_FILE.name), "noise_sigmas": NOISE_SIGMAS,
+                          "oracle_etas": ORACLE_ETAS, "budget": BUDGET, "wall_seconds": round(wall, 1),
+                          "budgets": {"no data": dgflow.flow.DEFAULT_STEPS, "real data": dgflow.flow.DATA_STEPS},
+                          "summary": summary, "replay": replay_table(results), "bases": results},
+                  markdown(results, summary, a, wall), lambda path: plot(results, path))
     return 0
 
 

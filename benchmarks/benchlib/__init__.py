@@ -18,10 +18,11 @@ are submodules, imported where needed:
 """
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 BENCHMARKS = Path(__file__).resolve().parents[1]
 ROOT = BENCHMARKS.parent
@@ -40,6 +41,16 @@ def display_path(path: str | Path) -> str:
     """``path`` relative to the repository root when it lies below it, else absolute (for results)."""
     path = Path(path).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def write_results(out: str | Path, record: dict, markdown: str, plot: Callable[[Path], None]) -> None:
+    """A benchmark's results: ``record`` as ``out``.json, ``markdown`` as ``out``.md (also printed) and
+    ``plot(path)``'s figure as ``out``.png."""
+    out = Path(out)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    plot(out.with_suffix(".png"))
+    print(markdown)
 
 
 def pyplot():

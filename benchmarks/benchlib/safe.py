@@ -34,9 +34,9 @@ import dgflow.gain
 import dgflow.solvers
 import dgflow.stopping
 import dgflow.zoo
+from dgflow.data_match import within_bound
 from dgflow.io import read_metadata
 from dgflow.passes import logits as critic_logits
-from dgflow.data_match import within_bound
 from dgflow.stopping import DataMatch, calibrated_gain, estimated_gain
 
 from . import BASES_DIR, BENCHMARKS, RESULTS, SCRATCH
@@ -277,6 +277,19 @@ def replay_datamatch(checks: dict, budget: int, patience: int, distance: str = "
 
 
 NOISE_SIGMAS = 2.0  # "beyond the metric's noise": more than 2 standard deviations of the base's metric
+
+
+def pct(v) -> str:
+    """A recovery (a fraction, or None) as the study's tables print it."""
+    return "–" if v is None else f"{100 * v:.0f}%"
+
+
+def recovery_summary(judged: list[dict]) -> dict:
+    """Bases, how many ended worse beyond noise, and the gainable ones' recovery (of :func:`judge`'s results)."""
+    rec = [x["recovery"] for x in judged if x["recovery"] is not None]
+    return {"bases": len(judged), "worse_beyond_noise": sum(x["worse"] for x in judged), "gainable": len(rec),
+            "mean_recovery": statistics.mean(rec) if rec else None,
+            "median_recovery": statistics.median(rec) if rec else None, "worst_recovery": min(rec) if rec else None}
 
 
 def judge(base: float, oracle: float, rule: float, noise: float) -> dict:
