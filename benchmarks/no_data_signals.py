@@ -1,6 +1,6 @@
 """What a data-free stop could see: the default flow's own signals beside the test metric, on seen bases.
 
-    python benchmarks/no_data_signals.py                        # dev, test, holdout; ~25 min here (2 workers)
+    python benchmarks/no_data_signals.py                        # dev, test, holdout; ~30 min here (2 workers)
     python benchmarks/no_data_signals.py --split dev --workers 1
 
 The bare ``refine(G, D, z)`` runs a fixed budget (25 steps) once the critic is not at chance
