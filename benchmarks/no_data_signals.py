@@ -33,32 +33,32 @@ import torch
 
 import dgflow
 from benchlib import RESULTS, command_line, pyplot, write_results
-from benchlib.safe import (REFINE_MODULES, STUDY_SETTINGS, cached, jobs_of, judge, map_bases, pct, recovery_summary,
-                           setup, source_hash, study_rows)
-from dgflow.distances import as_points, auto_features, energy_distance, mean_pairwise_distance
+from benchlib.safe import (REFINE_MODULES, STUDY_SETTINGS, cached, int_keys, jobs_of, judge, map_bases, pct,
+                           recovery_summary, setup, source_hash, study_rows)
+from dgflow.distances import as_points, mean_pairwise_distance
 from dgflow.passes import logits as critic_logits
-from dgflow.stopping import AT_CHANCE_GAIN, estimated_gain
+from dgflow.stopping import AT_CHANCE_GAIN, DataMatch, estimated_gain
 
 STEPS, EVERY, POINTS = 100, 5, 1000
 SIGNALS = "v1: logit_mean logit_std gain ess spread self distance"  # in the cache key: change it with the signals
 
 
-def weighted_energy(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> float:
+def weighted_energy(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, xx: float) -> float:
     """Energy distance of the samples ``x`` (N, D) to the weighted sample (``y`` (M, D), weights
-    ``w`` summing to 1): 2 E||X - Y|| - E||X - X'|| - E||Y - Y'|| with Y ~ w (its self-term V-statistic)."""
+    ``w`` summing to 1): 2 E||X - Y|| - E||X - X'|| - E||Y - Y'|| with Y ~ w (its self-term V-statistic);
+    ``xx``: E||X - X'|| (:func:`dgflow.distances.mean_pairwise_distance` of ``x``, which the caller has)."""
     x, y, w = as_points(x).double(), as_points(y).double(), w.double()
     xy = float((torch.cdist(x, y) @ w).mean())
     yy = float(w @ torch.cdist(y, y) @ w)
-    return 2 * xy - mean_pairwise_distance(x) - yy
+    return 2 * xy - xx - yy
 
 
 def flow_signals(job: dict) -> dict:
     """One base: the default flow for STEPS steps, its signals and test metric every EVERY steps."""
     a = job["args"]
     b = setup(job, a)
-    feats = auto_features(b.real)
-    points = (lambda x: x) if feats is None else feats
-    real = points(b.real[:POINTS])
+    rule = DataMatch(b.real, b.g, batch_size=b.batch_size, max_points=POINTS)  # refine's real-data distance
+    points = (lambda x: x) if rule.features is None else rule.features
     _, traj = dgflow.refine(b.g, b.d, b.z, steps=STEPS, stop=None, return_trajectory=EVERY,
                             batch_size=b.batch_size, generator_rng=a.seed + 4)
     checks, ref = {}, None
@@ -67,12 +67,13 @@ def flow_signals(job: dict) -> dict:
         d = critic_logits(None, b.d, x, b.batch_size).double().flatten()
         w = torch.softmax(d, 0)
         p = points(x[:POINTS])
+        pp = mean_pairwise_distance(p)
         if ref is None:
-            ref = (p, torch.softmax(d[:POINTS], 0), mean_pairwise_distance(p))
+            ref = (p, torch.softmax(d[:POINTS], 0), pp)
         checks[EVERY * i] = {**b.scorer(x), "logit_mean": float(d.mean()), "logit_std": float(d.std()),
                              "gain": estimated_gain(d), "ess": float(1 / (w * w).sum()) / len(d),
-                             "spread": mean_pairwise_distance(p) / ref[2], "self": weighted_energy(p, ref[0], ref[1]),
-                             "distance": energy_distance(p, real)}
+                             "spread": pp / ref[2], "self": weighted_energy(p, ref[0], ref[1], pp),
+                             "distance": rule.distance_to(x)}
     return {"checks": checks}
 
 
@@ -130,7 +131,7 @@ def judged(rows: list[dict]) -> dict:
     for r in rows:
         rec = study[(r["half"], r["label"])]
         base, oracle, noise = rec["base"]["score"], rec["oracle"]["score"], rec["noise"]
-        c = {int(k): v for k, v in r["checks"].items()}
+        c = int_keys(r["checks"])
         for name, rule in CANDIDATES.items():
             step = rule(c)
             out.setdefault(name, []).append({"half": r["half"], "label": r["label"], "kind": r["kind"], "step": step,
@@ -163,7 +164,7 @@ def plot(rows: list[dict], path) -> None:
     keys = ("score", "distance", "gain", "spread", "self", "ess")
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
     for r in rows:
-        c = {int(k): v for k, v in r["checks"].items()}
+        c = int_keys(r["checks"])
         steps = sorted(c)
         style = "-" if r["kind"] == "image" else ":"
         for ax, k in zip(axes.flat, keys):
