@@ -28,18 +28,22 @@ runs once on a half declared for it (fresh5). Writes benchmarks/results/no_data_
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import torch
 
 import dgflow
 from benchlib import RESULTS, command_line, pyplot, write_results
-from benchlib.safe import (REFINE_MODULES, STUDY_SETTINGS, cached, int_keys, jobs_of, judge, map_bases, pct,
+from benchlib.safe import (HALVES, REFINE_MODULES, STUDY_SETTINGS, cached, int_keys, jobs_of, judge, map_bases, pct,
                            recovery_summary, setup, source_hash, study_rows)
+from dgflow.data_match import within_bound
 from dgflow.distances import as_points, mean_pairwise_distance
 from dgflow.passes import logits as critic_logits
-from dgflow.stopping import AT_CHANCE_GAIN, DataMatch, estimated_gain
+from dgflow.stopping import AT_CHANCE_GAIN, MAX_GAIN_RATIO, OVERSHOOT, DataMatch, estimated_gain
 
 STEPS, EVERY, POINTS = 100, 5, 1000
+SEEN = [h for h in HALVES if h != "fresh5"]  # fresh5 is declared for the next default: never run here
 SIGNALS = "v1: logit_mean logit_std gain ess spread self distance"  # in the cache key: change it with the signals
 
 
@@ -99,29 +103,61 @@ def stop_self(c: dict, budget: int = STEPS, start: int = 0) -> int:
     return best
 
 
+def veto_self(c: dict, budget: int = 25, patience: int = 2, max_ess: float = 0.5) -> int:
+    """The weighted self-target as a veto on harm, where the critic's weights are uneven: with step 0's
+    ESS below ``max_ess``, the latest check up to ``budget`` whose ``self`` distance is within
+    DataMatch's bound (:func:`dgflow.data_match.within_bound`, tol 1: no farther than step 0's nor twice
+    the lowest), ending after ``patience`` checks in a row beyond it; else ``budget``."""
+    if c[0]["ess"] >= max_ess:
+        return budget
+    first, low, chosen, since = c[0]["self"], c[0]["self"], 0, 0
+    for s in [s for s in sorted(c) if 0 < s <= budget]:
+        low = min(low, c[s]["self"])
+        if c[s]["self"] <= within_bound(first, low, 1.0):
+            chosen, since = s, 0
+        else:
+            since += 1
+            if since >= patience:
+                break
+    return chosen
+
+
 def first_check(c: dict, test) -> int:
     """The first check at which ``test(check)`` holds (the last one if none does)."""
     return next((s for s in sorted(c)[1:] if test(c[s])), max(c))
 
 
-def gated(rule):
-    """``rule`` behind the no-data default's gate (``AtChance``): step 0 when step 0's estimated gain
-    is below :data:`dgflow.stopping.AT_CHANCE_GAIN`."""
-    return lambda c: 0 if c[0]["gain"] < AT_CHANCE_GAIN else rule(c)
+def end_test(c: dict, kind: str, budget: int = 25) -> int:
+    """``budget`` steps, then :class:`dgflow.stopping.AtChance`'s end test (not on images): step 0 when
+    the mean logit has risen by :data:`dgflow.stopping.OVERSHOOT` times step 0's estimated gain while
+    the gain is still at least :data:`dgflow.stopping.MAX_GAIN_RATIO` times step 0's."""
+    first, last = c[0], c[budget]
+    contradicts = (last["logit_mean"] >= first["logit_mean"] + OVERSHOOT * first["gain"]
+                   and last["gain"] >= MAX_GAIN_RATIO * first["gain"])
+    return 0 if kind != "image" and contradicts else budget
 
 
-#: the data-free stops replayed on the recorded checks (each behind the AtChance gate): checks -> step
+def gated(rule, by_kind: bool = False):
+    """``rule`` (checks -> step, or (checks, kind) -> step with ``by_kind``) as a candidate (checks,
+    kind) -> step behind the no-data default's gate (``AtChance``): step 0 when step 0's estimated
+    gain is below :data:`dgflow.stopping.AT_CHANCE_GAIN`."""
+    return lambda c, kind: 0 if c[0]["gain"] < AT_CHANCE_GAIN else (rule(c, kind) if by_kind else rule(c))
+
+
+#: the data-free stops replayed on the recorded checks (each behind the AtChance gate): (checks, kind) -> step
 CANDIDATES = {name: gated(rule) for name, rule in {
-    "25 steps (the default)": lambda c: 25,
+    "25 steps (stop 23's default)": lambda c: 25,
     "100 steps": lambda c: max(c),
     "self-target, patience 2": stop_self,
     "self-target, budget 25": lambda c: stop_self(c, 25),
     "self-target, budget 50": lambda c: stop_self(c, 50),
     "25 steps, then while self-target falls": lambda c: stop_self(c, start=25),
+    "self-target veto where ESS < ½, budget 25": veto_self,
     "gain halved": lambda c: first_check(c, lambda k: k["gain"] <= c[0]["gain"] / 2),
     "spread -10%": lambda c: first_check(c, lambda k: k["spread"] <= 0.9),
     "ESS halved": lambda c: first_check(c, lambda k: k["ess"] <= c[0]["ess"] / 2),
 }.items()}
+CANDIDATES["25 steps, then AtChance's end test (not images)"] = gated(end_test, by_kind=True)
 
 
 def judged(rows: list[dict]) -> dict:
@@ -133,19 +169,34 @@ def judged(rows: list[dict]) -> dict:
         base, oracle, noise = rec["base"]["score"], rec["oracle"]["score"], rec["noise"]
         c = int_keys(r["checks"])
         for name, rule in CANDIDATES.items():
-            step = rule(c)
+            step = rule(c, r["kind"])
             out.setdefault(name, []).append({"half": r["half"], "label": r["label"], "kind": r["kind"], "step": step,
                                              "score": c[step]["score"], **judge(base, oracle, c[step]["score"], noise)})
     return out
 
 
-def markdown(res: dict, summary: dict, command: str) -> str:
+def recorded_rows(paths: list[str]) -> tuple[dict, list[str]]:
+    """The bases recorded in earlier results files of this script, by (half, label), and the commands
+    that recorded them (a file that reused others names theirs)."""
+    rows, commands = {}, []
+    for path in paths:
+        rec = json.loads(Path(path).read_text())
+        commands += rec.get("recorded_by") or [rec["command"]]
+        for r in rec["bases"]:
+            rows.setdefault((r["half"], r["label"]), r)
+    return rows, commands
+
+
+def markdown(res: dict, summary: dict, record: dict) -> str:
+    command = record["command"]
     lines = ["# Data-free signals along the default flow (seen bases; nothing adopted)", "",
              f"`{command}` (one thread per base, 2-core CPU). The default step rule for {STEPS} steps with no stop, "
              f"every {EVERY} steps the test metric (2D EMD, images FID on FMNIST-CNN features, N = 2,000) and the "
              "batch's own signals; candidate stops replayed on them and judged as `safe_defaults.py` judges "
              "(its recorded oracle and noise). These halves are all seen: a candidate is a hypothesis for the "
-             "declared fresh5 half, not a result.", "",
+             "declared fresh5 half, not a result."
+             + ("" if record["recorded_by"] == [command] else " The checks were recorded by "
+                + ", ".join(f"`{c}`" for c in record["recorded_by"]) + "."), "",
              "| half | kind | candidate | bases | worse beyond noise | gainable | mean recovery | worst recovery |",
              "|---|---|---|---|---|---|---|---|"]
     for key, s in summary.items():
@@ -183,15 +234,22 @@ def plot(rows: list[dict], path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--split", nargs="+", default=["dev", "test", "holdout"], choices=["dev", "test", "holdout"],
+    p.add_argument("--split", nargs="+", default=["dev", "test", "holdout"], choices=SEEN,
                    help="seen halves whose recorded oracle and noise judge the candidates")
     p.add_argument("--kind", choices=["image", "2d", "all"], default="all")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--fresh", action="store_true", help="recompute cached runs")
+    p.add_argument("--reuse", nargs="*", default=[], metavar="JSON",
+                   help="earlier results files of this script: their recorded bases are taken from them, not run "
+                        "(new candidates are replayed on their checks)")
     p.add_argument("--out", default=str(RESULTS / "no_data_signals"))
     a = p.parse_args()
     jobs = [j for j in jobs_of(a.split) if a.kind in ("all", j["kind"])]
-    rows = map_bases(signals, jobs, argparse.Namespace(**STUDY_SETTINGS, fresh=a.fresh), a.workers)
+    kept, recorded_by = recorded_rows(a.reuse)
+    todo = [j for j in jobs if (j["half"], j["label"]) not in kept]
+    done = map_bases(signals, todo, argparse.Namespace(**STUDY_SETTINGS, fresh=a.fresh), a.workers)
+    done = {(r["half"], r["label"]): r for r in done}
+    rows = [kept.get((j["half"], j["label"])) or done[(j["half"], j["label"])] for j in jobs]
     res = judged(rows)
     summary = {}
     for name, v in res.items():
@@ -200,9 +258,12 @@ def main() -> None:
                 sel = [x for x in v if half in ("all", x["half"]) and x["kind"] == kind]
                 if sel:
                     summary[f"{half} | {kind} | {name}"] = recovery_summary(sel)
-    record = {"command": command_line(__file__), "steps": STEPS, "every": EVERY, "summary": summary,
+    if len(kept) < len(jobs):
+        recorded_by.append(command_line(__file__))
+    record = {"command": command_line(__file__), "recorded_by": list(dict.fromkeys(recorded_by)), "steps": STEPS,
+              "every": EVERY, "summary": summary,
               "candidates": res, "bases": rows}
-    write_results(a.out, record, markdown(res, summary, record["command"]), lambda path: plot(rows, path))
+    write_results(a.out, record, markdown(res, summary, record), lambda path: plot(rows, path))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ images: 2,000) and scored on *test* data (2D: EMD to 1,000 fresh points, HQ %, m
 (FMNIST-CNN features) against the test split):
 
 * the rules: ``refine``'s old default (``eta="auto"``, ``clip=1``, 25 steps, ``stop=None``); its
-  new default without real data (the same plus :class:`dgflow.stopping.AtChance`); its new
+  new default without real data (the same plus :class:`dgflow.stopping.AtChance` with its end test on
+  samples that are not images) and that rule without the end test (stop 23's default); its new
   default with real data (``real=`` 2,000 held-out real samples: :class:`dgflow.stopping.DataMatch`,
   which also steers the step); that rule with ``tol=0`` (stop 20's real-data default: the lowest
   check, whatever the distance is taken on);
@@ -50,15 +51,16 @@ from benchlib import BENCHMARKS, RESULTS, command_line, pyplot, write_results
 from benchlib.safe import (CURVE_DISTANCES, HALVES, LONG_STEPS, NOISE_SIGMAS, REFINE_MODULES, SPLIT_FILE,
                            STUDY_SETTINGS, UncappedVeto, cached, int_keys, jobs_of, judge, long_curve, map_bases,
                            noise_of, pct, replay_datamatch, setup, source_hash)
-from dgflow.stopping import DataMatch, LogitMatch, mean_logit
+from dgflow.stopping import AtChance, DataMatch, LogitMatch, mean_logit
 
 ORACLE_ETAS = (0.1, 0.03, 0.01)
 BUDGET = 25
-#: "real data, veto": stop 21's real-data default (benchlib.safe.UncappedVeto: the bound without stop
+#: "no data, gate only": stop 23's no-data default, AtChance without its end test (fresh5 decides the end
+#: test: benchmarks/configs/safe_defaults_bases.yaml); "real data, veto": stop 21's real-data default (benchlib.safe.UncappedVeto: the bound without stop
 #: 22's cap); "real data, tol 0": the real-data default with DataMatch(tol=0), stop 20's default (fresh2 decided
 #: its step control with a "real data, plain step" row; benchmarks/configs/safe_defaults_bases.yaml)
-RULES = ("old default", "default, no data", "default, real data", "real data, veto", "real data, tol 0", "LogitMatch ½",
-         "paper η=0.1")
+RULES = ("old default", "default, no data", "no data, gate only", "default, real data", "real data, veto",
+         "real data, tol 0", "LogitMatch ½", "paper η=0.1")
 STEP_DEFAULTS = ("eta", "clip", "auto_step", "gamma")  # what every stage's runs depend on
 
 
@@ -127,7 +129,8 @@ def defaults_stage(job: dict) -> dict:
     out = {"plain_seconds": plain_s}
     lowest = DataMatch(b.real, b.g, b.d, batch_size=b.batch_size, tol=0.0)  # as refine builds it, but tol
     veto = UncappedVeto(b.real, b.g, b.d, batch_size=b.batch_size)  # as refine builds it, but the bound
-    for rule, extra in (("default, no data", {}), ("default, real data", {"real": b.real}),
+    for rule, extra in (("default, no data", {}), ("no data, gate only", {"stop": AtChance()}),
+                        ("default, real data", {"real": b.real}),
                         ("real data, veto", {"stop": veto, "steps": dgflow.flow.DATA_STEPS}),
                         ("real data, tol 0", {"stop": lowest, "steps": dgflow.flow.DATA_STEPS})):
         (zz, info), secs = timed(dgflow.refine, b.g, b.d, b.z, **extra, **common)

@@ -121,7 +121,10 @@ def refine(
             the first, and after one beyond that bound the flow goes back to the best state at a
             quarter of the step), without
             :class:`dgflow.stopping.AtChance` (a critic at chance on the batch, estimated gain below
-            0.02 nats, leaves it unchanged; otherwise all ``steps`` run). ``None``: exactly
+            0.02 nats, leaves it unchanged; otherwise all ``steps`` run, and on samples that are not
+            images the start is returned if by the end the batch's mean logit has risen twice its
+            estimated gain, as far past the critic's estimate of the data's as it started short of
+            it, while that gain has not fallen: the critic contradicting itself). ``None``: exactly
             ``steps`` steps, the paper's scheme. Or a predicate ``stop(step, z_step, logits) ->
             bool`` checked before each update; when it returns True the flow ends there and
             ``z_step`` is returned (e.g. :class:`dgflow.stopping.LogitMatch`). The choice of rule
@@ -181,7 +184,9 @@ def resolve_stop(stop: Stop | str | None, real: torch.Tensor | None, generator: 
     if isinstance(stop, str):
         if stop != "auto":
             raise ValueError(f"stop must be 'auto', None or a callable (step, z, logits) -> bool, got {stop!r}")
-        return DataMatch(real, generator, critic, batch_size=batch_size) if real is not None else AtChance()
+        if real is not None:
+            return DataMatch(real, generator, critic, batch_size=batch_size)
+        return AtChance(critic=critic, generator=generator, batch_size=batch_size)
     if real is not None:
         raise ValueError("real is read by stop='auto' only; with another stop rule give the real data to that rule")
     return check_stop(stop)

@@ -300,8 +300,9 @@ def judge(base: float, oracle: float, rule: float, noise: float) -> dict:
             "worse": rule - base > margin, "rel_change": (rule - base) / base}
 
 
-#: the study's recorded results (``safe_defaults.py``'s runs): dev, test, holdout and fresh; fresh2
-STUDY_RESULTS = ("safe_defaults.json", "safe_defaults_fresh2.json")
+#: the study's recorded results (``safe_defaults.py``'s runs): dev, test, holdout and fresh; fresh2; fresh3; fresh4
+STUDY_RESULTS = ("safe_defaults.json", "safe_defaults_fresh2.json", "safe_defaults_fresh3.json",
+                 "safe_defaults_fresh4.json")
 
 
 def study_rows() -> dict[tuple[str, str], dict]:
